@@ -11,7 +11,8 @@ import tempfile
 from pathlib import Path
 
 # %% auto 0
-__all__ = ['DATA_ENV', 'SPLITS', 'TinyLLMError', 'tinystories_dir', 'tinystories_file', 'atomic_write']
+__all__ = ['DATA_ENV', 'SPLITS', 'GPT2_URLS', 'GPT2_SHA256', 'TinyLLMError', 'tinystories_dir', 'tinystories_file',
+           'atomic_write', 'gpt2_files', 'tiktoken_gpt2']
 
 # %% ../nbs/00_core.ipynb
 class TinyLLMError(Exception):
@@ -81,3 +82,48 @@ def atomic_write(path, mode: str = "wb", encoding: str | None = None):
             raise TinyLLMError(f"could not write {path}: {e.strerror or e}. Free some disk space or choose another "
                                f"output folder; the previous {path.name} (if any) is untouched.") from e
         raise
+
+# %% ../nbs/00_core.ipynb
+GPT2_URLS = {
+    "vocab.bpe": "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/vocab.bpe",
+    "encoder.json": "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/encoder.json",
+}
+GPT2_SHA256 = {
+    "vocab.bpe": "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5",
+    "encoder.json": "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783",
+}
+
+def gpt2_files(required: bool = True) -> tuple[Path, Path] | None:
+    "Paths `(encoder.json, vocab.bpe)` of GPT-2's BPE files: `tests/fixtures/gpt2/` in the repo, else `../shared/gpt2`."
+    starts = [Path.cwd(), Path(globals().get("__file__", ".")).resolve().parent]
+    for start in starts:
+        for d in [start, *start.parents]:
+            for cand in (d / "tests" / "fixtures" / "gpt2", d.parent / "shared" / "gpt2"):
+                if (cand / "encoder.json").is_file() and (cand / "vocab.bpe").is_file():
+                    return cand / "encoder.json", cand / "vocab.bpe"
+    if required:
+        raise TinyLLMError("GPT-2's encoder.json and vocab.bpe were not found. Run from the tinyllm repository "
+                           "(they are in tests/fixtures/gpt2/) or pass their paths explicitly.")
+    return None
+
+def tiktoken_gpt2(encoder_json=None, vocab_bpe=None, cache_dir=None):
+    "tiktoken's `gpt2` Encoding, loaded offline from local copies of GPT-2's files (hashes checked)."
+    import hashlib
+
+    import tiktoken
+    if encoder_json is None or vocab_bpe is None: encoder_json, vocab_bpe = gpt2_files()
+    cache_dir = Path(cache_dir or Path(tempfile.gettempdir()) / "tinyllm-tiktoken-cache")
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    for name, src in (("encoder.json", Path(encoder_json)), ("vocab.bpe", Path(vocab_bpe))):
+        data = src.read_bytes()
+        if hashlib.sha256(data).hexdigest() != GPT2_SHA256[name]:
+            raise TinyLLMError(f"{src} is not GPT-2's original {name} (its SHA-256 differs); copy it again from the source.")
+        dst = cache_dir / hashlib.sha1(GPT2_URLS[name].encode()).hexdigest()
+        if not dst.is_file() or dst.read_bytes() != data:
+            with atomic_write(dst) as f: f.write(data)
+    old = os.environ.get("TIKTOKEN_CACHE_DIR")
+    os.environ["TIKTOKEN_CACHE_DIR"] = str(cache_dir)
+    try: return tiktoken.get_encoding("gpt2")
+    finally:
+        if old is None: del os.environ["TIKTOKEN_CACHE_DIR"]
+        else: os.environ["TIKTOKEN_CACHE_DIR"] = old
