@@ -1,0 +1,186 @@
+"""Offline docs: render every notebook to HTML without Quarto, then check each page in headless Chromium.
+
+The official site is nbdev's Quarto site (`nbdev_docs`). Where Quarto cannot be installed, this script builds the
+closest thing from pip/apt packages alone: nbdev's own notebook processing (`proc_nbs`: directives stripped, hidden
+cells dropped, `show_doc` rendered) followed by nbconvert's HTML export, plus an index page linking the chapters.
+It then opens every page in headless Chromium and fails if a page is missing or empty, shows a Python traceback, or
+has an image that does not load. Screenshots of each page are saved for a person to look at.
+
+    python tools/check_docs.py                       # build into docs-offline/, check, screenshots in docs-offline/screenshots
+    python tools/check_docs.py --no-browser          # build only
+"""
+import argparse
+import html
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+NBS = ROOT / "nbs"
+
+# Injected into each page for the check only: after everything loads, it records what a reader would see broken.
+CHECK_JS = """
+<script>
+window.addEventListener('load', () => {
+  const imgs = Array.from(document.images);
+  const broken = imgs.filter(i => !i.complete || i.naturalWidth === 0).map(i => (i.src || '').slice(0, 80));
+  const text = document.body ? document.body.innerText : '';
+  const tb = /Traceback \\(most recent call last\\)|\\w+Error: .*\\n.*Traceback/.test(text)
+             || document.querySelectorAll('[data-mime-type="application/vnd.jupyter.stderr"] .ansi-red-fg, .output_error, .jp-OutputArea-output[data-mime-type="application/vnd.jupyter.error"]').length > 0;
+  const r = {images: imgs.length, broken: broken, chars: text.trim().length, traceback: tb,
+             title: document.title, headings: document.querySelectorAll('h1').length};
+  const m = document.createElement('pre'); m.id = 'tinyllm-check'; m.textContent = JSON.stringify(r);
+  document.body.appendChild(m);
+});
+</script>
+"""
+
+
+def notebooks():
+    return sorted(p for p in NBS.glob("*.ipynb") if not p.name.startswith("_"))
+
+
+def process(out: Path) -> Path:
+    "nbdev's documentation processing of every notebook into out/_proc (what Quarto would be given)."
+    from nbdev.serve import proc_nbs
+
+    cwd = os.getcwd()
+    os.chdir(ROOT)
+    try:
+        proc_nbs(path=str(NBS), n_workers=0, force=True)
+    finally:
+        os.chdir(cwd)
+    proc = ROOT / "_proc"
+    return proc
+
+
+def error_outputs(nb_path: Path) -> list[str]:
+    "Cells whose saved output is a Python exception."
+    nb = json.loads(nb_path.read_text(encoding="utf-8"))
+    bad = []
+    for i, c in enumerate(nb["cells"]):
+        for o in c.get("outputs", []):
+            if o.get("output_type") == "error":
+                bad.append(f"cell {i}: {o.get('ename')}: {o.get('evalue')}")
+    return bad
+
+
+def render(proc: Path, out: Path) -> list[Path]:
+    "HTML page per processed notebook, links between notebooks rewritten to the HTML pages, plus index.html."
+    out.mkdir(parents=True, exist_ok=True)
+    pages = []
+    for nb in notebooks():
+        src = proc / nb.name
+        if not src.exists():
+            raise SystemExit(f"nbdev produced no processed notebook for {nb.name}")
+        subprocess.run([sys.executable, "-m", "jupyter", "nbconvert", "--to", "html", "--output-dir", str(out),
+                        "--log-level", "WARN", str(src)], check=True)
+        page = out / (nb.stem + ".html")
+        text = page.read_text(encoding="utf-8")
+        text = re.sub(r'href="(\w+)\.ipynb"', r'href="\1.html"', text)
+        page.write_text(text, encoding="utf-8")
+        pages.append(page)
+    return pages
+
+
+def title_of(nb: Path) -> tuple[str, str]:
+    cells = json.loads(nb.read_text(encoding="utf-8"))["cells"]
+    for c in cells:
+        src = "".join(c["source"])
+        if c["cell_type"] == "markdown" and src.startswith("# "):
+            lines = src.splitlines()
+            abstract = next((ln[2:] for ln in lines[1:] if ln.startswith("> ")), "")
+            return lines[0][2:].strip(), abstract
+    return nb.stem, ""
+
+
+def write_contents(out: Path) -> Path:
+    rows = []
+    for nb in notebooks():
+        title, abstract = title_of(nb)
+        rows.append(f'<li><a href="{nb.stem}.html">{html.escape(title)}</a> — {html.escape(abstract)}</li>')
+    page = out / "contents.html"
+    page.write_text("<!doctype html><html><head><meta charset='utf-8'><title>tinyllm — contents</title></head>"
+                    "<body style='font-family:sans-serif;max-width:50em;margin:2em auto'>"
+                    "<h1>tinyllm</h1><p>Offline rendering of the notebooks (the official site is built by "
+                    "<code>nbdev_docs</code> with Quarto).</p><ul>" + "\n".join(rows) + "</ul></body></html>",
+                    encoding="utf-8")
+    return page
+
+
+def chromium() -> str | None:
+    for name in ("chromium", "chromium-browser", "google-chrome", "chrome"):
+        if shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+def browse(exe: str, page: Path, shots: Path) -> dict:
+    "Load `page` in headless Chromium; return what the injected script measured, and save a screenshot."
+    with tempfile.TemporaryDirectory() as tmp:
+        probe = Path(tmp) / page.name
+        probe.write_text(page.read_text(encoding="utf-8").replace("</body>", CHECK_JS + "</body>"), encoding="utf-8")
+        for asset in page.parent.iterdir():  # images or css next to the page
+            if asset.is_file() and asset.suffix != ".html":
+                shutil.copy(asset, Path(tmp) / asset.name)
+        flags = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--virtual-time-budget=10000", f"--user-data-dir={tmp}/profile"]
+        dom = subprocess.run(flags + ["--dump-dom", probe.as_uri()], capture_output=True, text=True, timeout=120).stdout
+        subprocess.run(flags + ["--window-size=1280,1600", f"--screenshot={shots / (page.stem + '.png')}", page.as_uri()],
+                       capture_output=True, timeout=120)
+    m = re.search(r'<pre id="tinyllm-check">(.*?)</pre>', dom, re.S)
+    if not m:
+        return {"error": "the page did not finish loading in the browser"}
+    return json.loads(html.unescape(m.group(1)))
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, default=ROOT / "docs-offline", help="output folder (default docs-offline/)")
+    ap.add_argument("--screenshots", type=Path, default=None, help="where screenshots go (default OUT/screenshots)")
+    ap.add_argument("--no-browser", action="store_true", help="build the HTML only")
+    args = ap.parse_args(argv)
+    out, shots = args.out, args.screenshots or args.out / "screenshots"
+    if out.exists():
+        shutil.rmtree(out)
+    problems = []
+    for nb in notebooks():
+        problems += [f"{nb.name}: saved output shows an exception ({e})" for e in error_outputs(nb)]
+    proc = process(out)
+    pages = render(proc, out) + [write_contents(out)]
+    print(f"rendered {len(pages)} pages into {out}")
+    if not args.no_browser:
+        exe = chromium()
+        if exe is None:
+            raise SystemExit("Chromium not found: install Debian's `chromium` package (apt-get install chromium) "
+                             "or run with --no-browser")
+        shots.mkdir(parents=True, exist_ok=True)
+        for page in pages:
+            r = browse(exe, page, shots)
+            status = "ok"
+            if "error" in r:
+                status = r["error"]
+            elif r["chars"] < 200:
+                status = f"page is (nearly) empty: {r['chars']} characters of text"
+            elif r["traceback"]:
+                status = "page shows a Python traceback"
+            elif r["broken"]:
+                status = f"{len(r['broken'])} broken image(s): {r['broken'][:3]}"
+            print(f"  {page.name:28s} {r.get('chars', 0):7d} chars {r.get('images', 0):3d} images  {status}")
+            if status != "ok":
+                problems.append(f"{page.name}: {status}")
+        print(f"screenshots in {shots}")
+    if problems:
+        print("docs check FAILED:\n  " + "\n  ".join(problems))
+        return 1
+    print("docs check passed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
