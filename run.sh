@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# tinyllm's two entry points. Each sets up .venv (once, or again when the dependencies change) and then:
+#   bash run.sh          the main job: tokenizer -> token files -> model smoke run on TinyStories (CPU, minutes)
+#   bash run.sh test     the tests: nbdev_test on every notebook, then pytest
+#   bash run.sh setup    only the set-up
+# Environment: TINYLLM_DATA=folder with TinyStories' train.txt/valid.txt (default: ../shared/data/tinystories);
+#              TINYLLM_TORCH=pip requirement for PyTorch (default torch==2.13.0; e.g. "torch" for your CUDA build);
+#              TINYLLM_VENV=where the virtual environment lives (default .venv); PYTHON=interpreter (default python3).
+set -euo pipefail
+cd "$(dirname "$0")"
+VENV=${TINYLLM_VENV:-.venv}
+TORCH_REQ=${TINYLLM_TORCH:-torch==2.13.0}
+
+setup() {
+  local stamp="$VENV/.tinyllm-installed" want
+  want=$(cat settings.ini setup.py | sha256sum | cut -c1-16)-$TORCH_REQ
+  if [ ! -x "$VENV/bin/python" ]; then
+    echo "== creating $VENV"
+    "${PYTHON:-python3}" -m venv "$VENV"
+  fi
+  if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    echo "== installing PyTorch ($TORCH_REQ) and tinyllm[dev] into $VENV"
+    "$VENV/bin/python" -m pip install -q --upgrade pip
+    "$VENV/bin/python" -m pip install -q "$TORCH_REQ"
+    "$VENV/bin/python" -m pip install -q -e ".[dev]"
+    echo "$want" > "$stamp"
+  fi
+  # shellcheck disable=SC1091
+  source "$VENV/bin/activate"
+}
+
+main_job() {
+  local out=${TINYLLM_OUT:-runs/demo}
+  local data
+  data=$(python -c 'from tinyllm.core import tinystories_dir; print(tinystories_dir())')
+  mkdir -p "$out"
+  echo "== 1. tokenizer: byte-level BPE, 4096 tokens, trained on $data/train.txt"
+  tinyllm tokenizer train --data "$data/train.txt" --vocab-size 4096 --out "$out/tokenizer"
+  echo "== 2. data: train and valid stories -> uint16 token files"
+  tinyllm data prepare --data "$data/train.txt" --tokenizer "$out/tokenizer" --out "$out/tokens" --split train
+  tinyllm data prepare --data "$data/valid.txt" --tokenizer "$out/tokenizer" --out "$out/tokens" --split valid
+  echo "== 3. model: the CPU smoke configuration, checked and printed"
+  tinyllm train configs/cpu-smoke.toml data.tokenizer="$out/tokenizer" data.tokens="$out/tokens" out_dir="$out/run" --dry-run
+  echo "== 4. model: a few training steps of the seed model on those tokens"
+  python -m tinyllm.model --tokens "$out/tokens" --steps 20
+}
+
+tests() {
+  echo "== nbdev_test (every notebook; cells flagged slow/gpu/data are skipped)"
+  nbdev_test --n_workers 2 --do_print
+  echo "== pytest"
+  python -m pytest -q -ra "$@"
+}
+
+case "${1:-main}" in
+  setup) setup ;;
+  main) setup; main_job ;;
+  test) shift || true; setup; tests "$@" ;;
+  *) echo "usage: bash run.sh [main|test|setup]" >&2; exit 2 ;;
+esac
