@@ -50,8 +50,7 @@ COMMANDS = {
 def _not_available(name: str, cmd: Command):
     def run(args):
         raise TinyLLMError(f"`tinyllm {name}` arrives with nbs/{cmd.chapter}.ipynb ({cmd.module} is not in this version "
-                           "of tinyllm yet). Update tinyllm, or use the chapters that exist: " +
-                           ", ".join(n for n, c in COMMANDS.items() if _available(c)))
+                           "of tinyllm yet); see `tinyllm --help` for the subcommands that work now")
     return run
 
 def _available(cmd: Command) -> bool:
@@ -70,7 +69,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=cmd.summary, description=cmd.description,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         if command is not None and name != command: continue
-        if cmd.module == __name__: _LOCAL[name](p)
+        if name in _LOCAL: _LOCAL[name](p)  # implemented in this module
         elif _available(cmd): importlib.import_module(cmd.module).add_cli(p)
         else:
             p.description += f"\n\nNot available yet: this subcommand arrives with nbs/{cmd.chapter}.ipynb."
@@ -183,7 +182,11 @@ def main(argv: list[str] | None = None) -> int:
     if command not in COMMANDS: command = None
     try:
         ap = build_parser(command if command else "")
-        args = ap.parse_args(argv)
+        args, extra = ap.parse_known_args(argv)
+        if extra and hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
+            args.overrides += extra  # `tinyllm train cfg.toml --dry-run model.n_layer=4`: overrides after a flag
+        elif extra:
+            ap.error(f"unrecognized arguments: {' '.join(extra)}")
         if not getattr(args, "func", None):
             ap.print_help()
             return 0 if not argv else 2
@@ -198,3 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `tinyllm tokenizer encode ... | head`
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+
+# %% ../nbs/91_cli.ipynb
+if __name__ == "__main__" and "ipykernel" not in sys.modules:  # `python -m tinyllm.cli` (not when run in a notebook)
+    sys.exit(main())

@@ -97,7 +97,7 @@ def _unknown_key_error(key: str, cls, prefix: str) -> ConfigError:
     keys = valid_keys(cls, prefix)
     close = difflib.get_close_matches(f"{prefix}{key}", keys, n=1)
     hint = f" Did you mean {close[0]!r}?" if close else ""
-    return ConfigError(f"unknown key {prefix}{key!r}.{hint} Valid keys: {', '.join(keys)}")
+    return ConfigError(f"unknown key {prefix + key!r}.{hint} Valid keys: {', '.join(keys)}")
 
 def from_dict(cls, d: dict, prefix: str = ""):
     "Build dataclass `cls` from a nested dict, checking every key and type."

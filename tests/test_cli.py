@@ -1,0 +1,191 @@
+"""The `tinyllm` command line and run configurations: help texts, TOML + overrides, and the errors users see."""
+import dataclasses
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tinyllm import cli, config
+from tinyllm.config import ConfigError, load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = sorted((ROOT / "configs").glob("*.toml"))
+
+
+def run(*argv, capsys):
+    try:
+        status = cli.main(list(argv))
+    except SystemExit as e:  # argparse's own --help / usage errors
+        status = e.code
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def test_top_level_help_lists_every_subcommand(capsys):
+    status, out, _ = run("--help", capsys=capsys)
+    assert status == 0
+    for name, cmd in cli.COMMANDS.items():
+        assert name in out and cmd.summary in out
+    assert "TINYLLM_DATA" in out
+
+
+@pytest.mark.parametrize("name", list(cli.COMMANDS))
+def test_each_subcommand_help_explains_itself(name, capsys):
+    status, out, _ = run(name, "--help", capsys=capsys)
+    assert status == 0
+    assert f"usage: tinyllm {name}" in out
+    assert cli.COMMANDS[name].description.split(".")[0][:40] in " ".join(out.split())
+
+
+def test_no_arguments_prints_help(capsys):
+    status, out, _ = run(capsys=capsys)
+    assert status == 0 and "commands" in out
+
+
+def test_unknown_subcommand_is_a_usage_error(capsys):
+    status, _, err = run("trian", capsys=capsys)
+    assert status == 2 and "invalid choice" in err
+
+
+def test_console_script_runs_without_traceback(tmp_path):
+    # The installed entry point: an error is one line on stderr and exit status 2, never a traceback.
+    r = subprocess.run([sys.executable, "-m", "tinyllm.cli", "train", str(tmp_path / "missing.toml")],
+                       capture_output=True, text=True)
+    assert r.returncode == 2
+    assert r.stderr.startswith("error: config file") and "does not exist" in r.stderr
+    assert "Traceback" not in r.stderr
+    exe = Path(sys.executable).parent / "tinyllm"  # the console script pip installed
+    r = subprocess.run([str(exe) if exe.exists() else "tinyllm", "--version"], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.startswith("tinyllm ")
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
+def test_every_shipped_config_loads(path, capsys):
+    cfg = cli.load_run_config(path)
+    assert cfg.model.vocab_size > 256 and cfg.train.max_steps > 0
+    status, out, _ = run("train", str(path), "--dry-run", capsys=capsys)
+    assert status == 0 and "[model]" in out and "[train]" in out
+
+
+def test_expected_named_configs_exist():
+    assert {p.stem for p in CONFIGS} >= {"cpu-smoke", "cpu-tinystories", "gpu-tinystories"}
+
+
+def test_overrides_before_and_after_flags(capsys):
+    smoke = str(ROOT / "configs" / "cpu-smoke.toml")
+    for argv in (["train", smoke, "model.n_layer=3", "--dry-run"], ["train", smoke, "--dry-run", "model.n_layer=3"]):
+        status, out, _ = run(*argv, capsys=capsys)
+        assert status == 0 and "\nn_layer = 3\n" in out
+
+
+def test_full_config_is_printed_and_round_trips(tmp_path, capsys):
+    smoke = ROOT / "configs" / "cpu-smoke.toml"
+    status, out, _ = run("train", str(smoke), "--dry-run", "train.lr=3e-4", "model.arch=\"llama\"", capsys=capsys)
+    assert status == 0
+    printed = tmp_path / "printed.toml"
+    printed.write_text("\n".join(ln for ln in out.splitlines() if not ln.startswith("#")))
+    again = cli.load_run_config(printed)
+    assert again == cli.load_run_config(smoke, ["train.lr=3e-4", "model.arch=llama"])
+    assert again.model.arch == "llama" and again.train.lr == 3e-4
+
+
+def test_unknown_key_lists_valid_keys(capsys):
+    status, _, err = run("train", str(ROOT / "configs" / "cpu-smoke.toml"), "model.n_layers=3", capsys=capsys)
+    assert status == 2
+    assert "unknown key 'model.n_layers'" in err and "Did you mean 'model.n_layer'?" in err
+    assert "model.n_head" in err and "Traceback" not in err
+
+
+def test_unknown_section_in_file(tmp_path, capsys):
+    p = tmp_path / "bad.toml"
+    p.write_text("[optimiser]\nlr = 1e-3\n")
+    status, _, err = run("train", str(p), "--dry-run", capsys=capsys)
+    assert status == 2 and "unknown key 'optimiser'" in err and "train.lr" in err
+
+
+@pytest.mark.parametrize("override,message", [
+    ("train.lr=fast", "train.lr = 'fast' is not a valid float"),
+    ("model.n_layer=4.5", "model.n_layer = 4.5 is not a valid int"),
+    ("train.compile=1", "train.compile = 1 is not a valid bool"),
+    ("train.dtype=\"fp8\"", "train.dtype = 'fp8' is not a valid 'float32' | 'bfloat16' | 'float16'"),
+    ("train.betas=[0.9]", "train.betas = [0.9] is not a valid tuple[float, float]"),
+    ("model.n_layer", "is not of the form section.key=value"),
+    ("model.n_embd=100", None),  # valid: 100 / 4 heads
+    ("model.n_embd=130", "n_embd=130 is not divisible by n_head=4"),  # the model's own validation, as a config error
+])
+def test_wrong_values_are_clear_errors(override, message, capsys):
+    status, _, err = run("train", str(ROOT / "configs" / "cpu-smoke.toml"), override, "--dry-run", capsys=capsys)
+    if message is None:
+        assert status == 0
+    else:
+        assert status == 2 and message in err and "Traceback" not in err
+
+
+def test_garbled_config_files(tmp_path, capsys):
+    p = tmp_path / "bad.toml"
+    p.write_text("[model\nn_layer = 4\n")
+    status, _, err = run("train", str(p), "--dry-run", capsys=capsys)
+    assert status == 2 and "is not valid TOML" in err
+    p.write_bytes(b"[model]\nn_layer = 4 # \xff\xfe\n")
+    status, _, err = run("train", str(p), "--dry-run", capsys=capsys)
+    assert status == 2 and "not UTF-8" in err
+
+
+def test_train_without_dry_run_says_trainer_is_missing(capsys):
+    status, out, err = run("train", str(ROOT / "configs" / "cpu-smoke.toml"), capsys=capsys)
+    assert status == 2 and "[model]" in out and "chapter 3" in err
+
+
+def test_list_keys(capsys):
+    status, out, _ = run("train", str(ROOT / "configs" / "cpu-smoke.toml"), "--list-keys", capsys=capsys)
+    keys = out.split()
+    assert status == 0 and "model.n_layer" in keys and "train.lr" in keys and "seed" in keys
+
+
+def test_reserved_subcommands_fail_clearly(capsys):
+    for name in ("sample", "eval"):
+        if cli._available(cli.COMMANDS[name]):
+            continue
+        status, _, err = run(name, "whatever", capsys=capsys)
+        assert status == 2 and err.startswith(f"error: `tinyllm {name}` arrives with")
+
+
+# The config machinery on its own, with a small schema.
+@dataclasses.dataclass
+class Inner:
+    width: int = 8
+    names: list[str] = dataclasses.field(default_factory=lambda: ["a"])
+
+
+@dataclasses.dataclass
+class Outer:
+    inner: Inner = dataclasses.field(default_factory=Inner)
+    out: Path = Path("x")
+    limit: int | None = None
+    required_ratio: float = 0.5
+
+
+def test_config_defaults_file_and_overrides(tmp_path):
+    assert load_config(Outer) == Outer()
+    p = tmp_path / "c.toml"
+    p.write_text('out = "runs/a"\nlimit = 3\n[inner]\nwidth = 16\nnames = ["x", "y"]\n')
+    cfg = load_config(Outer, p, ["inner.width=32", "limit=none"])
+    assert cfg == Outer(Inner(32, ["x", "y"]), Path("runs/a"), None)
+    assert config.valid_keys(Outer) == ["inner.width", "inner.names", "out", "limit", "required_ratio"]
+
+
+def test_config_section_given_a_value():
+    with pytest.raises(ConfigError, match="must be a table"):
+        load_config(Outer, None, ["inner=3"])
+    with pytest.raises(ConfigError, match="is a value, not a section"):
+        load_config(Outer, None, ["limit=3", "limit.x=4"])
+
+
+def test_missing_required_key():
+    @dataclasses.dataclass
+    class NeedsPath:
+        path: Path
+
+    with pytest.raises(ConfigError, match="missing required key.*path"):
+        load_config(NeedsPath)
