@@ -11,6 +11,10 @@ cd "$(dirname "$0")"
 VENV=${TINYLLM_VENV:-.venv}
 TORCH_REQ=${TINYLLM_TORCH:-torch==2.13.0}
 
+pip_quiet() {  # pip without the per-package notices of unused local indexes; errors still show and still fail
+  "$VENV/bin/python" -m pip -q "$@" 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
+}
+
 setup() {
   local stamp="$VENV/.tinyllm-installed" want
   want=$(cat settings.ini setup.py | sha256sum | cut -c1-16)-$TORCH_REQ
@@ -20,9 +24,9 @@ setup() {
   fi
   if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     echo "== installing PyTorch ($TORCH_REQ) and tinyllm[dev] into $VENV"
-    "$VENV/bin/python" -m pip install -q --upgrade pip
-    "$VENV/bin/python" -m pip install -q "$TORCH_REQ"
-    "$VENV/bin/python" -m pip install -q -e ".[dev]"
+    pip_quiet install --upgrade pip
+    pip_quiet install "$TORCH_REQ"
+    pip_quiet install -e ".[dev]"
     echo "$want" > "$stamp"
   fi
   # shellcheck disable=SC1091
