@@ -378,7 +378,7 @@ def main(argv=None) -> int:
     path, desc = train_file(data_dir, a.quick)
     text = path.read_text(encoding="utf-8")
     res = {"quick": a.quick, "repeats": repeats, "machine": machine(), "versions": versions(),
-           "data": {"path": str(path), "desc": desc, "bytes": len(text.encode()), "stories": len(split_stories(text))},
+           "data": {"path": str(path), "desc": desc, "bytes": len(text.encode()), "stories": text.count(EOT)},
            "targets": {"train_ratio_max": TARGET_TRAIN, "encode_ratio_min": TARGET_ENCODE,
                        "stream_growth_mb_max": TARGET_STREAM_MB}}
     del text
