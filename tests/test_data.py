@@ -32,14 +32,13 @@ class ByteTok:
 
 
 class FailingTok(ByteTok):
-    "Raises `exc` at the `n`-th story: a run interrupted half way."
-    def __init__(self, n, exc):
+    "Raises `exc` on the story `at`: a run interrupted half way (in whichever process encodes that story)."
+    def __init__(self, at, exc):
         super().__init__(name="failing")
-        self.n, self.exc, self.calls = n, exc, 0
+        self.at, self.exc = at, exc
 
     def encode_ordinary(self, text):
-        self.calls += 1
-        if self.calls == self.n: raise self.exc
+        if text == self.at: raise self.exc
         return super().encode_ordinary(text)
 
 
@@ -227,7 +226,7 @@ def test_prepare_max_bytes_takes_whole_stories(tmp_path):
 def test_rerun_is_a_noop_until_an_input_changes(tmp_path):
     src = write_txt(tmp_path / "train.txt")
     out = tmp_path / "out"
-    run = lambda tok=ByteTok(), **kw: D.prepare_split([D.Source.from_path(src)], tok, out, progress=False, **kw)
+    run = lambda tok=None, **kw: D.prepare_split([D.Source.from_path(src)], tok or ByteTok(), out, progress=False, **kw)
     first = run()
     stamp = (out / "train.bin").stat().st_mtime_ns, (out / "train.json").stat().st_mtime_ns
     again = run()
@@ -250,7 +249,7 @@ def test_interrupted_run_keeps_previous_outputs(tmp_path, exc):
     good = D.prepare_split([D.Source.from_path(src)], ByteTok(), out, progress=False)
     before = (out / "train.bin").read_bytes(), (out / "train.json").read_bytes()
     with pytest.raises(type(exc)):
-        D.prepare_split([D.Source.from_path(src)], FailingTok(30, exc), out, workers=1, chunk_bytes=10, progress=False)
+        D.prepare_split([D.Source.from_path(src)], FailingTok("s30", exc), out, workers=1, chunk_bytes=10, progress=False)
     assert ((out / "train.bin").read_bytes(), (out / "train.json").read_bytes()) == before
     assert files_of(out) == ["train.bin", "train.json"]  # no temporary file left behind
     assert D.load_tokens(out, tokenizer=ByteTok()).meta == good.meta
@@ -260,7 +259,7 @@ def test_interrupted_fresh_run_leaves_nothing_that_looks_finished(tmp_path):
     src = write_txt(tmp_path / "train.txt", [f"s{i}" for i in range(50)])
     out = tmp_path / "out"
     with pytest.raises(RuntimeError):
-        D.prepare_split([D.Source.from_path(src)], FailingTok(30, RuntimeError()), out, workers=2, chunk_bytes=10,
+        D.prepare_split([D.Source.from_path(src)], FailingTok("s30", RuntimeError()), out, workers=2, chunk_bytes=10,
                         progress=False)
     assert files_of(out) == []
     with pytest.raises(TinyLLMError, match="never prepared or its preparation did not finish"): D.load_tokens(out)

@@ -368,6 +368,7 @@ def prepare_split(sources: list[Source], tokenizer, out_dir, split: str = "train
     sizes = [s.size for s in sources]
     total = max_bytes if max_bytes is not None else (sum(sizes) if None not in sizes else None)
     workers = default_workers() if workers is None else max(1, int(workers))
+    if total is not None and total <= 2 * chunk_bytes: workers = 1  # too little work to pay for starting processes
     t0 = time.perf_counter()
     sha, n_tokens, n_stories, n_bytes = hashlib.sha256(), 0, 0, 0
     with tqdm(total=total, desc=f"tokenizing {split}", unit="B", unit_scale=True, disable=not progress,
