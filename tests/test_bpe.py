@@ -1,0 +1,358 @@
+"""tinyllm.bpe: exact GPT-2 (tiktoken) match, round trips, deterministic training, formats, errors, streaming, CLI."""
+import argparse
+import json
+import os
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import regex
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tinyllm.bpe import (LETTER, NUMBER, Tokenizer, TokenizerError, add_cli, count_pretokens, find_chunk_boundaries,
+                         learn_merges, pretokenize, read_merges, split_special, train_bpe, train_bpe_naive)
+from tinyllm.core import TinyLLMError
+
+FIX = Path(__file__).parent / "fixtures" / "bpe"
+EDGE = json.loads((FIX / "edge_cases.json").read_text(encoding="utf-8"))
+EDGE_CASES = [s for group in EDGE.values() for s in group]
+EOT = "<|endoftext|>"
+
+# Text that exercises GPT-2's regex: whitespace kinds, apostrophes, contraction letters, digits, specials, emoji.
+TRICKY = st.sampled_from(list(" \t\n\r\x0b\x0c\x85\xa0\u3000'’sdtmlvreSDT01٣Aaé\u0301😀東<|>") +
+                         ["<|endoftext|>", "'ll", "'re", "  ", "\r\n", "\U000190b6"])
+TEXT = st.text() | st.lists(TRICKY | st.characters(codec="utf-8"), max_size=40).map("".join)  # valid Unicode
+
+
+@pytest.fixture(scope="module")
+def gpt2(gpt2_files):
+    return Tokenizer.from_gpt2(*gpt2_files)
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    "A tokenizer trained on the committed corpus (vocab 400)."
+    return Tokenizer.train(FIX / "corpus.txt", 400, [EOT], num_processes=1)
+
+
+# ---------------------------------------------------------------------------------------------- GPT-2 == tiktoken
+def test_edge_cases_match_tiktoken(gpt2, tiktoken_gpt2):
+    assert len(EDGE_CASES) >= 100
+    for s in EDGE_CASES + ["".join(EDGE_CASES)]:
+        assert gpt2.encode(s) == tiktoken_gpt2.encode(s, allowed_special="all"), s
+        assert gpt2.encode_ordinary(s) == tiktoken_gpt2.encode_ordinary(s), s
+        assert gpt2.decode(gpt2.encode(s)) == s
+
+
+@settings(max_examples=10_000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(TEXT)
+def test_hypothesis_matches_tiktoken(gpt2, tiktoken_gpt2, s):
+    ids = gpt2.encode(s)
+    assert ids == tiktoken_gpt2.encode(s, allowed_special="all")
+    assert gpt2.encode_ordinary(s) == tiktoken_gpt2.encode_ordinary(s)
+    assert gpt2.decode(ids) == s
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("split", ["valid", "train"])
+def test_tinystories_matches_tiktoken(gpt2, tiktoken_gpt2, tinystories, split):
+    text = (tinystories / f"{split}.txt").read_text(encoding="utf-8")
+    ids = gpt2.encode(text)
+    ref = tiktoken_gpt2.encode(text, allowed_special="all")
+    assert len(ids) == len(ref) and ids == ref  # 100% of tokens
+    assert gpt2.decode(ids) == text
+
+
+@pytest.mark.slow
+def test_unicode_classes_match_tiktoken():
+    "Our pinned \\p{L}, \\p{N} and \\s agree with tiktoken's on every code point (fails if a library's Unicode moves)."
+    import tiktoken
+    ranks = {bytes([i]): i for i in range(256)}
+    for prop, ours in (("L", LETTER), ("N", NUMBER), ("s", r"\s")):
+        oracle = tiktoken.Encoding(prop, pat_str=rf"\p{{{prop}}}" if prop != "s" else r"\s", mergeable_ranks=ranks,
+                                   special_tokens={})
+        rx = regex.compile(ours)
+        bad = [hex(c) for c in range(0x110000) if not 0xD800 <= c < 0xE000
+               and bool(rx.match(chr(c))) != bool(oracle.encode_ordinary(chr(c)))]
+        assert not bad, (prop, bad[:10])
+
+
+def test_lone_surrogates_like_tiktoken(gpt2, tiktoken_gpt2):
+    for s in ["\ud800", "a\udfffb", "\ud83d\ude00", "x \ud800'll"]:
+        assert gpt2.encode(s) == tiktoken_gpt2.encode(s)
+
+
+def test_decode_invalid_utf8_like_tiktoken(gpt2, tiktoken_gpt2):
+    ids = gpt2.encode("🙂 é")
+    for k in range(len(ids) + 1):
+        assert gpt2.decode(ids[:k]) == tiktoken_gpt2.decode(ids[:k])
+    assert gpt2.decode_bytes(ids) == "🙂 é".encode()
+    with pytest.raises(TokenizerError, match="50257"): gpt2.decode([50257])
+
+
+# ---------------------------------------------------------------------------------------------- round trips
+@settings(max_examples=1000, deadline=None)
+@given(TEXT)
+def test_roundtrip_trained(small, s):
+    assert small.decode(small.encode(s)) == s
+    assert small.decode(small.encode_ordinary(s)) == s
+
+
+@settings(max_examples=300, deadline=None)
+@given(TEXT, st.lists(st.integers(0, 60), max_size=6), st.integers(1, 16))
+def test_encode_iterable_equals_encode(gpt2, s, cuts, chunk_chars):
+    cuts = sorted(min(c, len(s)) for c in cuts)
+    chunks = [s[a:b] for a, b in zip([0, *cuts], [*cuts, len(s)])]
+    assert list(gpt2.encode_iterable(chunks, chunk_chars=chunk_chars)) == gpt2.encode(s)
+
+
+def test_encode_iterable_file(gpt2):
+    text = "".join(EDGE_CASES) * 20
+    lines = text.splitlines(keepends=True)
+    assert list(gpt2.encode_iterable(iter(lines), chunk_chars=256)) == gpt2.encode(text)
+
+
+@pytest.mark.slow
+def test_encode_iterable_bounded_memory(tinystories):
+    "Encoding a 100 MB stream line by line adds < 50 MB of resident memory (measured in a fresh process)."
+    code = """
+import resource, sys
+from tinyllm.bpe import Tokenizer
+from tinyllm.core import gpt2_files
+tok = Tokenizer.from_gpt2(*gpt2_files())
+lines = open(sys.argv[1], encoding="utf-8").read().splitlines(keepends=True)
+reps = 100_000_000 // sum(map(len, lines)) + 1
+def stream():
+    for _ in range(reps): yield from lines
+sum(1 for _ in tok.encode_iterable(iter(lines)))  # warm up: caches, allocator
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+n = sum(1 for _ in tok.encode_iterable(stream()))
+print(n, (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024)
+"""
+    out = subprocess.run([sys.executable, "-c", code, str(tinystories / "valid.txt")], capture_output=True, text=True,
+                         cwd=Path(__file__).parent, check=True).stdout.split()
+    n, extra_mb = int(out[0]), float(out[1])
+    assert n > 20_000_000 and extra_mb < 50, (n, extra_mb)
+
+
+def test_encode_batch(gpt2):
+    texts = ["".join(EDGE_CASES[i::7]) * 300 for i in range(7)]
+    assert sum(map(len, texts)) > (1 << 20)  # large enough to use the process pool
+    assert gpt2.encode_batch(texts, num_workers=2) == [gpt2.encode(t) for t in texts]
+    assert gpt2.encode_batch(["a", "b c"], num_workers=1) == [gpt2.encode("a"), gpt2.encode("b c")]
+
+
+# ---------------------------------------------------------------------------------------------- special tokens
+def test_special_tokens():
+    vocab = {i: bytes([i]) for i in range(256)}
+    tok = Tokenizer(vocab, [], ["<|a|>", "<|a|><|a|>", EOT])
+    assert tok.special_tokens == ["<|a|>", "<|a|><|a|>", EOT]
+    assert tok.special_ids == {"<|a|>": 256, "<|a|><|a|>": 257, EOT: 258} and tok.vocab_size == 259
+    assert tok.eot_id == 258
+    assert tok.encode("x<|a|><|a|><|a|>") == [ord("x"), 257, 256]  # longest match wins
+    assert tok.encode_ordinary("<|a|>") == list(b"<|a|>")
+    assert tok.decode(tok.encode("x<|a|>y")) == "x<|a|>y"
+    with pytest.raises(TinyLLMError, match="no end-of-text token"): Tokenizer(vocab, []).eot_id
+    assert split_special("a<|endoftext|>b", [EOT]) == ["a", EOT, "b"]
+
+
+def test_gpt2_special(gpt2):
+    assert gpt2.eot_id == 50256 and gpt2.special_tokens == [EOT] and gpt2.vocab_size == 50257
+
+
+# ---------------------------------------------------------------------------------------------- training
+def test_golden_merges():
+    "Training on the committed corpus reproduces the golden merges (checked by hand in nbs/01_bpe.ipynb)."
+    golden = read_merges(FIX / "golden_merges.txt")
+    vocab, merges = train_bpe(FIX / "corpus.txt", 256 + 1 + len(golden), [EOT])
+    assert merges == golden
+    assert vocab[256] == b"".join(golden[0]) and vocab[256 + len(golden)] == EOT.encode()
+    counts = Counter(w for part in split_special((FIX / "corpus.txt").read_text(), [EOT])[::2] for w in pretokenize(part))
+    assert train_bpe_naive(counts, len(golden)) == golden
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(st.text(st.sampled_from("abcé 🙂"), min_size=1, max_size=8), st.integers(1, 5), max_size=12),
+       st.integers(0, 40))
+def test_fast_trainer_equals_naive(counts, n):
+    assert learn_merges(counts, n) == train_bpe_naive(counts, n)
+
+
+def test_chunk_boundaries(tmp_path):
+    p = tmp_path / "c.txt"
+    p.write_bytes(b"abc<|endoftext|>defgh<|endoftext|>ij" * 10)
+    cuts = find_chunk_boundaries(p, 4, EOT.encode())
+    data = p.read_bytes()
+    assert cuts[0] == 0 and cuts[-1] == len(data) and cuts == sorted(set(cuts))
+    assert all(data[c:].startswith(EOT.encode()) for c in cuts[1:-1])
+
+
+@pytest.mark.slow
+def test_training_deterministic(tmp_path, tinystories):
+    "Same merges across runs and numbers of processes (the file is large enough to be cut into chunks)."
+    p = tmp_path / "big.txt"
+    p.write_bytes((tinystories / "valid.txt").read_bytes() * 5)
+    results = [train_bpe(p, 600, [EOT], num_processes=n) for n in (1, 2, 4, 2)]
+    assert all(r == results[0] for r in results)
+    assert count_pretokens(p, [EOT], 1) == count_pretokens(p, [EOT], 3)
+
+
+def test_training_small_and_specials(tmp_path):
+    p = tmp_path / "t.txt"
+    p.write_text("aaa<|endoftext|>aaa bb<|endoftext|>", encoding="utf-8")
+    vocab, merges = train_bpe(p, 1000, [EOT])  # runs out of pairs: stops early
+    assert merges == train_bpe_naive(Counter({"aaa": 2, " bb": 1}), 100)
+    assert vocab[len(vocab) - 1] == EOT.encode() and len(vocab) == 256 + len(merges) + 1
+    assert all(EOT.encode() not in a + b for a, b in merges)  # no merge crosses or contains the special token
+    tok = Tokenizer(vocab, merges, [EOT])
+    assert tok.encode("aaa<|endoftext|>") == [vocab_id(vocab, b"aaa"), len(vocab) - 1]
+
+
+def vocab_id(vocab, b): return next(i for i, v in vocab.items() if v == b)
+
+
+# ---------------------------------------------------------------------------------------------- errors
+def test_training_errors(tmp_path):
+    p = tmp_path / "bad.txt"
+    p.write_bytes(b"hello world " * 3 + b"\xff\xfe oops")
+    with pytest.raises(TokenizerError, match="offset 36"): train_bpe(p, 300)
+    vocab, merges = train_bpe(p, 300, errors="replace")
+    assert len(merges) > 0
+    with pytest.raises(TokenizerError, match="at least 257"): train_bpe(FIX / "corpus.txt", 256, [EOT])
+    e = tmp_path / "empty.txt"
+    e.write_text("")
+    with pytest.raises(TokenizerError, match="empty"): train_bpe(e, 300)
+    e.write_text(EOT * 3)
+    with pytest.raises(TokenizerError, match="empty"): train_bpe(e, 300, [EOT])
+    with pytest.raises(TokenizerError, match="does not exist"): train_bpe(tmp_path / "missing.txt", 300)
+    assert issubclass(TokenizerError, TinyLLMError)
+
+
+def test_format_errors(tmp_path, small):
+    d = small.save(tmp_path / "tok")
+    lines = (d / "vocab.bpe").read_text(encoding="utf-8").splitlines(keepends=True)
+    (d / "vocab.bpe").write_text("".join(lines[:5] + ["onlyonetoken\n"] + lines[5:]), encoding="utf-8")
+    with pytest.raises(TokenizerError, match=r"vocab\.bpe:6:"): Tokenizer.from_gpt2(d / "encoder.json", d / "vocab.bpe")
+    (d / "vocab.bpe").write_text("".join(lines[:5] + ["Ġzz qq\n"] + lines[5:]), encoding="utf-8")
+    with pytest.raises(TokenizerError, match=r"vocab\.bpe:6: .*not in"):
+        Tokenizer.from_gpt2(d / "encoder.json", d / "vocab.bpe")
+    (d / "vocab.bpe").write_text("".join(lines), encoding="utf-8")
+    enc = (d / "encoder.json").read_text(encoding="utf-8").splitlines(keepends=True)
+    (d / "encoder.json").write_text("".join(enc[:3] + ['"x": 1,,\n'] + enc[3:]), encoding="utf-8")
+    with pytest.raises(TokenizerError, match=r"encoder\.json:4: invalid JSON"): Tokenizer.load(d)
+    (d / "encoder.json").write_text("".join(enc[:3] + [enc[3].split(":")[0] + ': "7",\n'] + enc[4:]), encoding="utf-8")
+    with pytest.raises(TokenizerError, match=r"encoder\.json:4: .*not a non-negative integer"): Tokenizer.load(d)
+    (d / "encoder.json").write_text("".join(enc), encoding="utf-8")
+    cfg = json.loads((d / "tokenizer_config.json").read_text())
+    (d / "tokenizer_config.json").write_text(json.dumps({**cfg, "fingerprint": "0" * 64}, indent=1))
+    with pytest.raises(TokenizerError, match="fingerprint"): Tokenizer.load(d)
+    with pytest.raises(TokenizerError, match="not a folder"): Tokenizer.load(tmp_path / "nope")
+    with pytest.raises(TokenizerError, match="lacks"): Tokenizer({0: b"a"}, [])
+
+
+# ---------------------------------------------------------------------------------------------- formats
+def test_save_load_roundtrip(tmp_path, small, gpt2):
+    for tok in (small, gpt2):
+        d = tok.save(tmp_path / f"t{tok.vocab_size}")
+        back = Tokenizer.load(d)
+        assert back.vocab == tok.vocab and back.merges == tok.merges and back.special_ids == tok.special_ids
+        assert back.fingerprint == tok.fingerprint
+        s = "".join(EDGE_CASES)
+        assert back.encode(s) == tok.encode(s)
+
+
+def test_gpt2_export_is_identical(tmp_path, gpt2, gpt2_files):
+    d = gpt2.to_gpt2(tmp_path / "g")
+    assert (d / "vocab.bpe").read_bytes() == Path(gpt2_files[1]).read_bytes()
+    assert json.loads((d / "encoder.json").read_text(encoding="utf-8")) == json.loads(Path(gpt2_files[0]).read_text())
+    assert Tokenizer.load(d).fingerprint == gpt2.fingerprint  # a plain GPT-2 folder loads too
+
+
+def test_fingerprint(small, gpt2):
+    assert small.fingerprint == Tokenizer(small.vocab, small.merges, small.special_tokens).fingerprint
+    assert len(small.fingerprint) == 64 and small.fingerprint != gpt2.fingerprint
+    assert Tokenizer(small.vocab, small.merges[:-1], [EOT]).fingerprint != small.fingerprint
+    assert Tokenizer(small.vocab, small.merges, [EOT, "<|pad|>"]).fingerprint != small.fingerprint
+    assert Tokenizer(small.vocab, small.merges).fingerprint != small.fingerprint
+
+
+def test_to_tiktoken(tmp_path, small, gpt2):
+    import tiktoken
+    from tiktoken.load import load_tiktoken_bpe
+    s = "".join(EDGE_CASES)
+    for tok in (small, gpt2):
+        path = tok.to_tiktoken(tmp_path / f"t{tok.vocab_size}.tiktoken")
+        enc = tiktoken.Encoding(f"t{tok.vocab_size}", pat_str=tiktoken_pattern(), special_tokens=tok.special_ids,
+                                mergeable_ranks=load_tiktoken_bpe(str(path)))
+        assert enc.encode(s, allowed_special="all") == tok.encode(s)
+        for case in EDGE_CASES: assert enc.encode(case, allowed_special="all") == tok.encode(case)
+
+
+def tiktoken_pattern():
+    from tinyllm.core import tiktoken_gpt2
+    return tiktoken_gpt2()._pat_str
+
+
+def test_to_hf(tmp_path, small, gpt2):
+    from tokenizers import Tokenizer as HFTokenizer
+    s = "".join(EDGE_CASES)
+    for tok in (small, gpt2):
+        hf = HFTokenizer.from_file(str(tok.to_hf(tmp_path / f"t{tok.vocab_size}.json")))
+        assert hf.encode(s).ids == tok.encode(s)
+        for case in EDGE_CASES: assert hf.encode(case).ids == tok.encode(case), case
+        assert hf.get_vocab_size() == tok.vocab_size
+
+
+@pytest.mark.slow
+def test_exports_on_tinystories(tmp_path, small, tinystories):
+    import tiktoken
+    from tiktoken.load import load_tiktoken_bpe
+    from tokenizers import Tokenizer as HFTokenizer
+    text = (tinystories / "valid.txt").read_text(encoding="utf-8")
+    tok = Tokenizer.train(tinystories / "valid.txt", 2000)
+    ids = tok.encode(text)
+    hf = HFTokenizer.from_file(str(tok.to_hf(tmp_path / "hf.json")))
+    assert hf.encode(text).ids == ids
+    enc = tiktoken.Encoding("t", pat_str=tiktoken_pattern(), special_tokens=tok.special_ids,
+                            mergeable_ranks=load_tiktoken_bpe(str(tok.to_tiktoken(tmp_path / "t.tiktoken"))))
+    assert enc.encode(text, allowed_special="all") == ids
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+def run_cli(*argv):
+    ap = argparse.ArgumentParser()
+    add_cli(ap)
+    args = ap.parse_args(argv)
+    return args.func(args)
+
+
+def test_cli(tmp_path, capsys):
+    out = tmp_path / "tok"
+    assert run_cli("train", "--data", str(FIX / "corpus.txt"), "--vocab-size", "320", "--out", str(out),
+                   "--processes", "1") == 0
+    assert "bytes per token" in capsys.readouterr().out
+    tok = Tokenizer.load(out)
+    assert tok.vocab_size == 320 and tok.eot_id == 319
+    run_cli("encode", "--tokenizer", str(out), "--text", "Once upon a time<|endoftext|>")
+    ids = capsys.readouterr().out.split()
+    assert [int(i) for i in ids] == tok.encode("Once upon a time<|endoftext|>")
+    run_cli("decode", "--tokenizer", str(out), "--ids", *ids)
+    assert capsys.readouterr().out == "Once upon a time<|endoftext|>"
+    with pytest.raises(TinyLLMError, match="at least 257"):
+        run_cli("train", "--data", str(FIX / "corpus.txt"), "--vocab-size", "100", "--out", str(out))
+
+
+def test_cli_entry_point(tmp_path):
+    "The installed `tinyllm tokenizer` command runs, and a bad input is `error: ...` with exit status 2."
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    cmd = [sys.executable, "-m", "tinyllm.cli", "tokenizer"]
+    r = subprocess.run(cmd + ["encode", "--tokenizer", str(Path(__file__).parent / "fixtures" / "gpt2"), "--text",
+                              "hello world"], capture_output=True, text=True, env=env)
+    if r.returncode != 0 and "No module named tinyllm.cli" in r.stderr: pytest.skip("tinyllm.cli is not there yet")
+    assert r.stdout.split() == ["31373", "995"]
+    r = subprocess.run(cmd + ["decode", "--tokenizer", str(tmp_path), "--ids", "1"], capture_output=True, text=True,
+                       env=env)
+    assert r.returncode == 2 and r.stderr.startswith("error:")
