@@ -158,6 +158,27 @@ def test_hub_unreachable_is_a_clear_cli_error(tmp_path):
     assert not (tmp_path / "out" / "train.json").exists()
 
 
+def test_hub_stories_are_streamed_and_normalized(tmp_path, monkeypatch):
+    "The hub code path with `datasets.load_dataset` replaced by a fake stream (the real hub is unreachable here)."
+    datasets = pytest.importorskip("datasets")
+    calls = []
+
+    def fake_load_dataset(name, split, streaming):
+        calls.append((name, split, streaming))
+        yield from ({"text": s + "\n"} for s in STORIES)
+        raise ConnectionError("connection reset by peer")
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    it = D.iter_hf_stories("roneneldan/TinyStories", "valid")
+    assert [next(it) for _ in STORIES] == STORIES
+    with pytest.raises(TinyLLMError, match="could not stream split 'validation'.*connection reset.*--data"): next(it)
+    assert calls == [("roneneldan/TinyStories", "validation", True)]
+    monkeypatch.setattr(datasets, "load_dataset", lambda name, split, streaming: iter([{"text": s} for s in STORIES]))
+    r = D.prepare("hf:roneneldan/TinyStories", ByteTok(), tmp_path / "out", splits=["train"], progress=False)["train"]
+    assert r.meta["inputs"]["sources"] == [{"kind": "hf", "name": "roneneldan/TinyStories", "split": "train"}]
+    assert D.load_tokens(tmp_path / "out").tokens.tolist() == expected_bytes_ids(STORIES)
+
+
 # ---------------------------------------------------------------------------------------------------------- prepare
 def test_token_dtype():
     assert D.token_dtype(256) == np.uint16 and D.token_dtype(65_536) == np.uint16

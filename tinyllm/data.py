@@ -593,20 +593,23 @@ def parse_bytes(text: str) -> int:
 def add_cli(parser) -> None:
     "Add `tinyllm data`'s subcommands (`prepare`, `info`) to `parser`."
     import argparse
+    import textwrap
     sub = parser.add_subparsers(dest="data_command", metavar="SUBCOMMAND", title="subcommands", required=True)
     p = sub.add_parser(
         "prepare", help="tokenize a corpus into token files (one <split>.bin + <split>.json per split)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Tokenize stories with all cores into flat token files: OUT/<split>.bin holds the ids (uint16, "
-                    "or uint32 for vocabularies over 65,536) with the end-of-text id after every story, and "
-                    "OUT/<split>.json describes them (tokenizer fingerprint, counts, dtype, inputs). Re-running with "
-                    "the same inputs does nothing; an interrupted run never leaves a file that looks finished.",
+        description=textwrap.fill(
+            "Tokenize stories with all cores into flat token files: OUT/<split>.bin holds the ids (uint16, or uint32 "
+            "for vocabularies over 65,536) with the end-of-text id after every story, and OUT/<split>.json describes "
+            "them (tokenizer fingerprint, counts, dtype, inputs). Re-running with the same inputs does nothing; an "
+            "interrupted run never leaves a file that looks finished.", 100),
         epilog="examples:\n"
                "  tinyllm data prepare --tokenizer runs/tokenizer --out runs/tokens\n"
                "  tinyllm data prepare --data hf:roneneldan/TinyStories --max-bytes 100M --tokenizer T --out runs/tokens\n"
                "  tinyllm data prepare --data stories.jsonl --split valid --tokenizer T --out runs/tokens\n"
-               f"\nWithout --data: ${DATA_ENV} (a folder with train.txt, valid.txt) or ../shared/data/tinystories if "
-               f"present, else the Hugging Face hub ({HF_DATASET}).")
+               "\n" + textwrap.fill(f"Without --data: ${DATA_ENV} (a folder with train.txt, valid.txt) or "
+                                    f"../shared/data/tinystories if present, else the Hugging Face hub ({HF_DATASET}). "
+                                    "Sizes: K, M, G are powers of 1000; KiB, MiB, GiB powers of 1024.", 100))
     p.add_argument("--data", nargs="+", metavar="SRC",
                    help="what to tokenize: a folder holding train/valid/test .txt or .jsonl files (all splits found are "
                         "prepared), one or more files (one split, see --split), or hf:NAME to stream a hub dataset "
