@@ -115,6 +115,10 @@ def test_resolve_sources(tmp_path, monkeypatch):
     assert list(plan) == ["train", "valid"] and [s.kind for s in plan["train"]] == ["txt"]
     assert list(D.resolve_sources(str(d), ["validation"])) == ["valid"]
     with pytest.raises(TinyLLMError, match="has no test file"): D.resolve_sources(d, ["test"])
+    (d / "test.jsonl").write_text('{"text": "t"}\n')
+    assert list(D.resolve_sources(d)) == ["train", "valid"]  # the test split only when asked for
+    assert list(D.resolve_sources(d, ["test", "train"])) == ["test", "train"]
+    (d / "test.jsonl").unlink()
     write_txt(d / "valid.txt", ["w"])
     with pytest.raises(TinyLLMError, match="several valid files"): D.resolve_sources(d)
     # files: one split, train by default, in the order given

@@ -201,11 +201,12 @@ def resolve_sources(data=None, splits=None) -> dict[str, list[Source]]:
         if not found:
             raise TinyLLMError(f"{paths[0]} holds no split files: expected train.txt and valid.txt (or .jsonl), as in "
                                "the TinyStories folder. Pass files explicitly with --data FILE... --split NAME.")
-        missing = [s for s in splits or [] if s not in found]
+        splits = splits or [s for s in ("train", "valid") if s in found] or ["train"]
+        missing = [s for s in splits if s not in found]
         if missing:
-            raise TinyLLMError(f"{paths[0]} has no {', '.join(missing)} file (it has {', '.join(found)}); pass the file "
-                               "with --data FILE --split NAME.")
-        return {s: [Source.from_path(found[s])] for s in (splits or found)}
+            raise TinyLLMError(f"{paths[0]} has no {', '.join(missing)} file (it has {', '.join(found)}); name the "
+                               "splits to prepare with --split, or pass a file with --data FILE --split NAME.")
+        return {s: [Source.from_path(found[s])] for s in splits}
     if any(p.is_dir() for p in paths):
         raise TinyLLMError("pass either one folder or a list of files with --data, not folders among files")
     if splits and len(splits) > 1:
@@ -611,16 +612,16 @@ def add_cli(parser) -> None:
                                     f"../shared/data/tinystories if present, else the Hugging Face hub ({HF_DATASET}). "
                                     "Sizes: K, M, G are powers of 1000; KiB, MiB, GiB powers of 1024.", 100))
     p.add_argument("--data", nargs="+", metavar="SRC",
-                   help="what to tokenize: a folder holding train/valid/test .txt or .jsonl files (all splits found are "
-                        "prepared), one or more files (one split, see --split), or hf:NAME to stream a hub dataset "
+                   help="what to tokenize: a folder holding train/valid/test .txt or .jsonl files (see --split), "
+                        "one or more files (one split, see --split), or hf:NAME to stream a hub dataset "
                         f"(default: ${DATA_ENV}, else hf:{HF_DATASET})")
     p.add_argument("--tokenizer", required=True, metavar="DIR",
                    help="tokenizer folder: one saved by `tinyllm tokenizer train`, or one holding GPT-2's encoder.json "
                         "and vocab.bpe")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder for <split>.bin and <split>.json")
     p.add_argument("--split", action="append", metavar="NAME",
-                   help="split to prepare: train, valid (or validation) or test; repeat for several. Default: every "
-                        "split in a folder, train+valid on the hub, train for files")
+                   help="split to prepare: train, valid (or validation) or test; repeat for several. Default: train "
+                        "and valid for a folder or the hub, train for files")
     p.add_argument("--max-bytes", type=parse_bytes, metavar="N",
                    help="stop each split before N bytes of story text (whole stories only), e.g. 100M; handy with the "
                         "hub's large training split")
