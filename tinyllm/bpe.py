@@ -53,8 +53,9 @@ def _ranges(spec: str) -> str:
 LETTER = rf"[^\P{{L}}{_ranges(_NEWER_LETTERS)}]"   # GPT-2's \p{L}: letters of Unicode 16.0
 NUMBER = rf"[^\P{{N}}{_ranges(_NEWER_NUMBERS)}]"   # GPT-2's \p{N}
 _NEWER = regex.compile(f"[{_ranges(_NEWER_LETTERS)}{_ranges(_NEWER_NUMBERS)}]")
-_GPT2_FAST = regex.compile(GPT2_PATTERN)
-_GPT2_EXACT = regex.compile(rf"""'s|'t|'re|'ve|'m|'ll|'d| ?{LETTER}+| ?{NUMBER}+| ?(?:[^\s\p{{L}}\p{{N}}]|{_NEWER.pattern})+"""
+# The same language as GPT2_PATTERN with the contractions factored, which the regex engine runs faster.
+_GPT2_FAST = regex.compile(r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+""")
+_GPT2_EXACT = regex.compile(rf"""'(?:[sdmt]|ll|ve|re)| ?{LETTER}+| ?{NUMBER}+| ?(?:[^\s\p{{L}}\p{{N}}]|{_NEWER.pattern})+"""
                             r"""|\s+(?!\S)|\s+""")
 
 def _pattern_for(text: str) -> regex.Pattern:
@@ -371,12 +372,13 @@ class Tokenizer:
         """Split `buf`, which more text may follow, into `buf[:e]` (complete: encode it as it is), `pieces` (final
         pre-tokens of `buf[e:end]`) and `buf[end:]`, which must wait for more text. Returns `(e, end, pieces)`."""
         n, L = len(buf), self._max_special
-        e = 0
+        e, u = 0, n
         if self._special_re is not None:
-            for m in self._special_re.finditer(buf):  # a special starting at s <= n - L is complete: no text can extend it
-                if m.start() > n - L: break
-                e = m.end()
-        u = n if L == 0 else max(e, min(n, n - L + 1))  # from u on, a special token might be starting
+            for m in self._special_re.finditer(buf):
+                if m.start() > n - L: u = m.start(); break  # more text could still make it a longer special
+                e = m.end()  # starts at least L before the end: final
+            for p in range(max(e, n - L + 1), u):  # from p on, the text could be the start of a special token
+                if any(len(t) > n - p and t.startswith(buf[p:]) for t in self.special_tokens): u = p; break
         pieces = _pattern_for(buf).findall(buf, e, u)[:-2]  # appending text can change only the last two pre-tokens
         return e, e + sum(map(len, pieces)), pieces
 
@@ -407,7 +409,7 @@ class Tokenizer:
 
     # -- training ----------------------------------------------------------------------------------------------------
     @classmethod
-    def train(cls, input_path, vocab_size: int, special_tokens=("<|endoftext|>",), num_processes: int | None = None,
+    def train(cls, input_path, vocab_size: int, special_tokens=None, num_processes: int | None = None,
               **kwargs) -> Tokenizer:
         "Train on file(s) `input_path` (see `train_bpe`) and return the tokenizer."
         specials = _check_specials(special_tokens)
@@ -624,7 +626,7 @@ def _progress(done: int, total: int):
 def _cmd_train(args) -> int:
     specials = args.special if args.special is not None else ["<|endoftext|>"]
     t0 = time.perf_counter()
-    print(f"counting pre-tokens in {len(args.data)} file(s) ...", file=sys.stderr, flush=True)
+    if not args.quiet: print(f"counting pre-tokens in {len(args.data)} file(s) ...", file=sys.stderr, flush=True)
     tok = Tokenizer.train(args.data, args.vocab_size, specials, num_processes=args.processes, errors=args.errors,
                           progress=None if args.quiet else _progress)
     secs = time.perf_counter() - t0
