@@ -12,7 +12,7 @@ import regex
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tinyllm.bpe import (LETTER, NUMBER, Tokenizer, TokenizerError, add_cli, count_pretokens, find_chunk_boundaries,
+from tinyllm.bpe import (_GPT2_ASCII, _GPT2_FAST, LETTER, NUMBER, Tokenizer, TokenizerError, add_cli, count_pretokens, find_chunk_boundaries,
                          learn_merges, pretokenize, read_merges, split_special, train_bpe, train_bpe_naive)
 from tinyllm.core import TinyLLMError
 
@@ -80,6 +80,14 @@ def test_unicode_classes_match_tiktoken():
         assert not bad, (prop, bad[:10])
 
 
+@settings(max_examples=2000, deadline=None)
+@given(st.text(st.characters(max_codepoint=127)) | st.lists(st.sampled_from(list(" \t\n\r\x0b\x0c\x1c\x1f'sdtmlvre0aA.")))
+       .map("".join))
+def test_ascii_fast_path_is_gpt2(s):
+    "The `re`-based ASCII pre-tokenizer splits exactly like the `regex` one."
+    assert _GPT2_ASCII.findall(s) == _GPT2_FAST.findall(s)
+
+
 def test_lone_surrogates_like_tiktoken(gpt2, tiktoken_gpt2):
     for s in ["\ud800", "a\udfffb", "\ud83d\ude00", "x \ud800'll"]:
         assert gpt2.encode(s) == tiktoken_gpt2.encode(s)
@@ -89,7 +97,9 @@ def test_decode_invalid_utf8_like_tiktoken(gpt2, tiktoken_gpt2):
     ids = gpt2.encode("🙂 é")
     for k in range(len(ids) + 1):
         assert gpt2.decode(ids[:k]) == tiktoken_gpt2.decode(ids[:k])
-    assert gpt2.decode_bytes(ids) == "🙂 é".encode()
+    assert gpt2.decode_bytes(ids) == "🙂 é".encode() == gpt2.decode_bytes(iter(ids))
+    np = pytest.importorskip("numpy")
+    assert gpt2.decode(np.array(ids, dtype=np.uint16)) == "🙂 é"
     with pytest.raises(TokenizerError, match="50257"): gpt2.decode([50257])
 
 
@@ -243,7 +253,8 @@ def test_format_errors(tmp_path, small):
     (d / "vocab.bpe").write_text("".join(lines[:5] + ["Ġzz qq\n"] + lines[5:]), encoding="utf-8")
     with pytest.raises(TokenizerError, match=r"vocab\.bpe:6: .*not in"):
         Tokenizer.from_gpt2(d / "encoder.json", d / "vocab.bpe")
-    (d / "vocab.bpe").write_text("".join(lines), encoding="utf-8")
+    (d / "vocab.bpe").write_bytes("".join(lines).replace("\n", "\r\n").encode())  # Windows line ends are fine
+    assert Tokenizer.load(d).fingerprint == small.fingerprint
     enc = (d / "encoder.json").read_text(encoding="utf-8").splitlines(keepends=True)
     (d / "encoder.json").write_text("".join(enc[:3] + ['"x": 1,,\n'] + enc[3:]), encoding="utf-8")
     with pytest.raises(TokenizerError, match=r"encoder\.json:4: invalid JSON"): Tokenizer.load(d)
