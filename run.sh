@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # tinyllm's two entry points. Each sets up .venv (once, or again when the dependencies change) and then:
-#   bash run.sh          the main job: tokenizer -> token files -> model smoke run on TinyStories (CPU, minutes)
+#   bash run.sh          the main job: tokenizer -> token files -> a short model run on TinyStories (CPU, ~2 minutes)
 #   bash run.sh test     the tests: nbdev_test on every notebook, then pytest
 #   bash run.sh setup    only the set-up
 # Environment: TINYLLM_DATA=folder with TinyStories' train.txt/valid.txt (default: ../shared/data/tinystories);
@@ -36,17 +36,18 @@ setup() {
 main_job() {
   local out=${TINYLLM_OUT:-runs/demo}
   local data
-  data=$(python -c 'from tinyllm.core import tinystories_dir; print(tinystories_dir())')
+  data=$(python -c 'import sys; from tinyllm.core import tinystories_dir, TinyLLMError
+try: print(tinystories_dir())
+except TinyLLMError as e: sys.exit(f"error: {e}")')
   mkdir -p "$out"
   echo "== 1. tokenizer: byte-level BPE, 4096 tokens, trained on $data/train.txt"
   tinyllm tokenizer train --data "$data/train.txt" --vocab-size 4096 --out "$out/tokenizer"
   echo "== 2. data: train and valid stories -> uint16 token files"
-  tinyllm data prepare --data "$data/train.txt" --tokenizer "$out/tokenizer" --out "$out/tokens" --split train
-  tinyllm data prepare --data "$data/valid.txt" --tokenizer "$out/tokenizer" --out "$out/tokens" --split valid
-  echo "== 3. model: the CPU smoke configuration, checked and printed"
+  tinyllm data prepare --data "$data" --split train --split valid --tokenizer "$out/tokenizer" --out "$out/tokens"
+  echo "== 3. the CPU smoke run configuration, checked and printed"
   tinyllm train configs/cpu-smoke.toml data.tokenizer="$out/tokenizer" data.tokens="$out/tokens" out_dir="$out/run" --dry-run
-  echo "== 4. model: a few training steps of the seed model on those tokens"
-  python -m tinyllm.model --tokens "$out/tokens" --steps 20
+  echo "== 4. a few training steps of that model on those tokens, then a sample"
+  python tools/smoke_train.py configs/cpu-smoke.toml data.tokenizer="$out/tokenizer" data.tokens="$out/tokens"
 }
 
 tests() {
