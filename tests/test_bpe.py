@@ -12,7 +12,8 @@ import regex
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tinyllm.bpe import (_GPT2_ASCII, _GPT2_FAST, LETTER, NUMBER, Tokenizer, TokenizerError, add_cli, count_pretokens, find_chunk_boundaries,
+import tinyllm.bpe as bpe
+from tinyllm.bpe import (_GPT2_ASCII, _GPT2_EXACT, _GPT2_FAST, LETTER, NUMBER, Tokenizer, TokenizerError, add_cli, count_pretokens, find_chunk_boundaries,
                          learn_merges, pretokenize, read_merges, split_special, train_bpe, train_bpe_naive)
 from tinyllm.core import TinyLLMError
 
@@ -86,6 +87,17 @@ def test_unicode_classes_match_tiktoken():
 def test_ascii_fast_path_is_gpt2(s):
     "The `re`-based ASCII pre-tokenizer splits exactly like the `regex` one."
     assert _GPT2_ASCII.findall(s) == _GPT2_FAST.findall(s)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.lists(TEXT | st.sampled_from(["\n", "\nA", "\n x", "é\n", "\n\n."]), max_size=8).map("".join), st.data())
+def test_mixed_ascii_pretokenizer(s, data):
+    "Long texts are pre-tokenized line-wise (ASCII lines with `re`): same result as the exact pattern on any slice."
+    pos = data.draw(st.integers(0, len(s)))
+    end = data.draw(st.integers(pos, len(s)))
+    old, bpe._MIXED_MIN = bpe._MIXED_MIN, 0  # take the line-wise path even for short strings
+    try: assert pretokenize(s) == _GPT2_EXACT.findall(s) and pretokenize(s, pos, end) == _GPT2_EXACT.findall(s, pos, end)
+    finally: bpe._MIXED_MIN = old
 
 
 def test_lone_surrogates_like_tiktoken(gpt2, tiktoken_gpt2):
@@ -197,11 +209,13 @@ def test_fast_trainer_equals_naive(counts, n):
 
 def test_chunk_boundaries(tmp_path):
     p = tmp_path / "c.txt"
-    p.write_bytes(b"abc<|endoftext|>defgh<|endoftext|>ij" * 10)
-    cuts = find_chunk_boundaries(p, 4, EOT.encode())
+    p.write_bytes(b"abc<|endoftext|>defgh<|endoftext|>ij\n  \nkl\n" * 10)
     data = p.read_bytes()
-    assert cuts[0] == 0 and cuts[-1] == len(data) and cuts == sorted(set(cuts))
+    cuts = find_chunk_boundaries(p, 4, EOT.encode(), window=8)
+    assert cuts[0] == 0 and cuts[-1] == len(data) and cuts == sorted(set(cuts)) and len(cuts) == 5
     assert all(data[c:].startswith(EOT.encode()) for c in cuts[1:-1])
+    cuts = find_chunk_boundaries(p, 4, None, window=8)
+    assert len(cuts) == 5 and all(data[c:c + 3] == b"\nkl" for c in cuts[1:-1])
 
 
 @pytest.mark.slow
@@ -212,6 +226,10 @@ def test_training_deterministic(tmp_path, tinystories):
     results = [train_bpe(p, 600, [EOT], num_processes=n) for n in (1, 2, 4, 2)]
     assert all(r == results[0] for r in results)
     assert count_pretokens(p, [EOT], 1) == count_pretokens(p, [EOT], 3)
+    # without special tokens the chunks are cut before "\n" + visible ASCII, which must not change the counts either
+    text = p.read_text(encoding="utf-8")
+    assert count_pretokens(p, None, 3) == count_pretokens(p, None, 1) == Counter(_GPT2_EXACT.findall(text))
+    assert train_bpe(p, 400, num_processes=1) == train_bpe(p, 400, num_processes=2)
 
 
 def test_training_small_and_specials(tmp_path):

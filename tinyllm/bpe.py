@@ -53,7 +53,7 @@ def _ranges(spec: str) -> str:
 
 LETTER = rf"[^\P{{L}}{_ranges(_NEWER_LETTERS)}]"   # GPT-2's \p{L}: letters of Unicode 16.0
 NUMBER = rf"[^\P{{N}}{_ranges(_NEWER_NUMBERS)}]"   # GPT-2's \p{N}
-_NEWER = regex.compile(f"[{_ranges(_NEWER_LETTERS)}{_ranges(_NEWER_NUMBERS)}]")
+_NEWER = re.compile(f"[{_ranges(_NEWER_LETTERS)}{_ranges(_NEWER_NUMBERS)}]")
 # The same language as GPT2_PATTERN with the contractions factored, which the regex engine runs faster.
 _GPT2_FAST = regex.compile(r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+""")
 _GPT2_EXACT = regex.compile(rf"""'(?:[sdmt]|ll|ve|re)| ?{LETTER}+| ?{NUMBER}+| ?(?:[^\s\p{{L}}\p{{N}}]|{_NEWER.pattern})+"""
@@ -64,14 +64,33 @@ _GPT2_EXACT = regex.compile(rf"""'(?:[sdmt]|ll|ve|re)| ?{LETTER}+| ?{NUMBER}+| ?
 _WS = r"\t\n\x0b\x0c\r "
 _GPT2_ASCII = re.compile(rf"""'(?:[sdmt]|ll|ve|re)| ?[A-Za-z]+| ?[0-9]+| ?[^{_WS}A-Za-z0-9]+|[{_WS}]+(?![^{_WS}])|[{_WS}]+""")
 
-def _pattern_for(text: str):
-    "GPT-2's pre-tokenizer for `text`: ASCII fast path, `\\p{L}` pattern, or the exact one if `text` has newer chars."
-    if text.isascii(): return _GPT2_ASCII
-    return _GPT2_FAST if _NEWER.search(text) is None else _GPT2_EXACT
+def _findall(text: str, pos: int, end: int) -> list[str]:
+    "Pre-tokens of `text[pos:end]` with the `regex` patterns (the exact one only if that text has newer characters)."
+    return (_GPT2_FAST if _NEWER.search(text, pos, end) is None else _GPT2_EXACT).findall(text, pos, end)
 
-def pretokenize(text: str) -> list[str]:
-    "Split `text` into GPT-2 pre-tokens; their concatenation is `text`."
-    return _pattern_for(text).findall(text)
+_NON_ASCII = re.compile(r"[^\x00-\x7f]+")
+_LINE_CUT = re.compile(r"\n(?=[!-~])")  # before "\n" + visible ASCII: both sides pre-tokenize independently
+_MIXED_MIN = 4096
+
+def pretokenize(text: str, pos: int = 0, endpos: int | None = None) -> list[str]:
+    "Split `text[pos:endpos]` into GPT-2 pre-tokens; their concatenation is that text."
+    end = len(text) if endpos is None else endpos
+    if text.isascii(): return _GPT2_ASCII.findall(text, pos, end)
+    if end - pos < _MIXED_MIN: return _findall(text, pos, end)
+    # Long text with some non-ASCII: lines of pure ASCII take the fast path. A cut just before a "\n" that is
+    # followed by a visible ASCII character is a pre-token boundary on both sides, and neither side looks across it.
+    out, i = [], pos
+    while (m := _NON_ASCII.search(text, i, end)) is not None:
+        j = text.rfind("\n", i, m.start())
+        while j >= 0 and not "!" <= text[j + 1] <= "~": j = text.rfind("\n", i, j)
+        left = j if j >= 0 else i
+        cut = _LINE_CUT.search(text, m.end(), end)
+        right = cut.start() if cut else end
+        out += _GPT2_ASCII.findall(text, i, left)
+        out += _findall(text, left, right)
+        i = right
+    out += _GPT2_ASCII.findall(text, i, end)
+    return out
 
 # %% ../nbs/01_bpe.ipynb
 def _special_regex(special_tokens) -> regex.Pattern | None:
@@ -120,22 +139,28 @@ def _read_text(path, start: int = 0, end: int | None = None, errors: str = "stri
                              "Convert the file to UTF-8, or pass errors='replace' (CLI: --errors replace) to "
                              "substitute U+FFFD for undecodable bytes.") from None
 
-def find_chunk_boundaries(path, num_chunks: int, split_token: bytes, window: int = 1 << 16) -> list[int]:
-    "Byte offsets `[0, ..., size]` cutting `path` into about `num_chunks` pieces, each cut at the start of `split_token`."
+def find_chunk_boundaries(path, num_chunks: int, split_token: bytes | None, window: int = 1 << 16) -> list[int]:
+    """Byte offsets `[0, ..., size]` cutting `path` into about `num_chunks` pieces, each cut at the start of
+    `split_token`, or (if it is None) just before a newline followed by visible ASCII (see `pretokenize`)."""
     size = os.path.getsize(path)
+    find = (lambda buf: buf.find(split_token)) if split_token else \
+           (lambda buf: m.start() if (m := _LINE_CUT_BYTES.search(buf)) else -1)
+    overlap = len(split_token) if split_token else 2
     cuts = [0]
     with open(path, "rb") as f:
         for i in range(1, num_chunks):
             pos = max(i * size // num_chunks, cuts[-1])
             f.seek(pos)
             while True:
-                buf = f.read(window + len(split_token))
+                buf = f.read(window + overlap)
                 if not buf: pos = size; break
-                j = buf.find(split_token)
+                j = find(buf)
                 if j >= 0: pos += j; break
                 pos += window; f.seek(pos)
             if cuts[-1] < pos < size: cuts.append(pos)
     return cuts + [size]
+
+_LINE_CUT_BYTES = re.compile(rb"\n(?=[!-~])")
 
 def _count_chunk(job) -> Counter:
     "Count the pre-tokens of one file chunk (runs in a worker process)."
@@ -153,8 +178,9 @@ def count_pretokens(paths, special_tokens=None, num_processes: int | None = None
     for p in paths:
         if not Path(p).is_file(): raise TokenizerError(f"training file {p} does not exist; check the path")
         size = os.path.getsize(p)
-        n = nproc * 2 if special_tokens and size > (1 << 20) else 1  # a few chunks per process balance the load
-        cuts = find_chunk_boundaries(p, n, max(special_tokens, key=len).encode()) if n > 1 else [0, size]
+        n = nproc * 2 if size > (1 << 20) else 1  # a few chunks per process balance the load
+        split = max(special_tokens, key=len).encode("utf-8") if special_tokens else None
+        cuts = find_chunk_boundaries(p, n, split) if n > 1 else [0, size]
         jobs += [(str(p), a, b, list(special_tokens or []), errors) for a, b in zip(cuts, cuts[1:])]
     if nproc == 1 or len(jobs) == 1: results = map(_count_chunk, jobs)
     else:
@@ -388,7 +414,7 @@ class Tokenizer:
                 e = m.end()  # starts at least L before the end: final
             for p in range(max(e, n - L + 1), u):  # from p on, the text could be the start of a special token
                 if any(len(t) > n - p and t.startswith(buf[p:]) for t in self.special_tokens): u = p; break
-        pieces = _pattern_for(buf).findall(buf, e, u)[:-2]  # appending text can change only the last two pre-tokens
+        pieces = pretokenize(buf, e, u)[:-2]  # appending text can change only the last two pre-tokens
         return e, e + sum(map(len, pieces)), pieces
 
     def encode_iterable(self, iterable: Iterable[str], chunk_chars: int = 1 << 16) -> Iterator[int]:
