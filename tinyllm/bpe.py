@@ -92,6 +92,15 @@ def pretokenize(text: str, pos: int = 0, endpos: int | None = None) -> list[str]
     out += _GPT2_ASCII.findall(text, i, end)
     return out
 
+def _pretokenize_blocks(text: str, block: int = 1 << 20) -> Iterator[list[str]]:
+    "The pre-tokens of `text`, one ~`block`-character piece at a time (cut at `_LINE_CUT`), to bound memory."
+    i, n = 0, len(text)
+    while i < n:
+        cut = _LINE_CUT.search(text, i + block) if n - i > block else None
+        j = cut.start() if cut else n
+        yield pretokenize(text, i, j)
+        i = j
+
 # %% ../nbs/01_bpe.ipynb
 def _special_regex(special_tokens) -> regex.Pattern | None:
     "A capturing regex matching any special token, longest first (so overlapping specials resolve to the longest)."
@@ -167,7 +176,8 @@ def _count_chunk(job) -> Counter:
     path, start, end, special_tokens, errors = job
     parts = split_special(_read_text(path, start, end, errors), special_tokens)
     counts = Counter()
-    for part in parts[::2]: counts.update(pretokenize(part))
+    for part in parts[::2]:
+        for pieces in _pretokenize_blocks(part): counts.update(pieces)
     return counts
 
 def count_pretokens(paths, special_tokens=None, num_processes: int | None = None, errors: str = "strict") -> Counter:
@@ -178,17 +188,17 @@ def count_pretokens(paths, special_tokens=None, num_processes: int | None = None
     for p in paths:
         if not Path(p).is_file(): raise TokenizerError(f"training file {p} does not exist; check the path")
         size = os.path.getsize(p)
-        n = nproc * 2 if size > (1 << 20) else 1  # a few chunks per process balance the load
+        n = max(nproc * 2, size >> 26) if size > (1 << 20) else 1  # a few chunks per process, each <= 64 MB
         split = max(special_tokens, key=len).encode("utf-8") if special_tokens else None
         cuts = find_chunk_boundaries(p, n, split) if n > 1 else [0, size]
         jobs += [(str(p), a, b, list(special_tokens or []), errors) for a, b in zip(cuts, cuts[1:])]
-    if nproc == 1 or len(jobs) == 1: results = map(_count_chunk, jobs)
-    else:
-        import multiprocessing as mp
-        with mp.get_context("fork" if sys.platform == "linux" else "spawn").Pool(min(nproc, len(jobs))) as pool:
-            results = pool.map(_count_chunk, jobs)
     total = Counter()
-    for c in results: total.update(c)
+    if nproc == 1 or len(jobs) == 1:
+        for job in jobs: total.update(_count_chunk(job))
+        return total
+    import multiprocessing as mp
+    with mp.get_context("fork" if sys.platform == "linux" else "spawn").Pool(min(nproc, len(jobs))) as pool:
+        for c in pool.imap_unordered(_count_chunk, jobs): total.update(c)  # addition commutes: order is irrelevant
     return total
 
 # %% ../nbs/01_bpe.ipynb
@@ -376,7 +386,10 @@ class Tokenizer:
 
     def encode_ordinary(self, text: str) -> list[int]:
         "Encode `text`, treating special tokens as ordinary text."
-        return list(chain.from_iterable(map(self._cache.__getitem__, pretokenize(text))))
+        if len(text) <= (1 << 20): return list(chain.from_iterable(map(self._cache.__getitem__, pretokenize(text))))
+        ids = []  # long text: a block at a time, so that its millions of pre-token strings never exist at once
+        for pieces in _pretokenize_blocks(text): ids += chain.from_iterable(map(self._cache.__getitem__, pieces))
+        return ids
 
     def encode(self, text: str) -> list[int]:
         "Encode `text`; each special token in it becomes its own id (the longest one where specials overlap)."
@@ -658,8 +671,7 @@ Tokenizer.to_hf = _to_hf
 def _progress(done: int, total: int):
     width = 30
     fill = width * done // max(total, 1)
-    print(f"\rmerges [{'#' * fill}{'.' * (width - fill)}] {done}/{total}", end="" if done < total else "\n",
-          file=sys.stderr, flush=True)
+    print(f"\rmerges [{'#' * fill}{'.' * (width - fill)}] {done}/{total}", end="", file=sys.stderr, flush=True)
 
 def _cmd_train(args) -> int:
     specials = args.special if args.special is not None else ["<|endoftext|>"]
@@ -667,6 +679,7 @@ def _cmd_train(args) -> int:
     if not args.quiet: print(f"counting pre-tokens in {len(args.data)} file(s) ...", file=sys.stderr, flush=True)
     tok = Tokenizer.train(args.data, args.vocab_size, specials, num_processes=args.processes, errors=args.errors,
                           progress=None if args.quiet else _progress)
+    if not args.quiet: print(file=sys.stderr)
     secs = time.perf_counter() - t0
     tok.save(args.out)
     with open(args.data[0], "rb") as f: sample = f.read(1 << 20).decode("utf-8", errors="replace")
