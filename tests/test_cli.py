@@ -50,13 +50,13 @@ def test_unknown_subcommand_is_a_usage_error(capsys):
 
 def test_console_script_runs_without_traceback(tmp_path):
     # The installed entry point: an error is one line on stderr and exit status 2, never a traceback.
-    r = subprocess.run([sys.executable, "-m", "tinyllm.cli", "train", str(tmp_path / "missing.toml")],
-                       capture_output=True, text=True)
+    exe = Path(sys.executable).parent / "tinyllm"  # the console script pip installed
+    exe = str(exe) if exe.exists() else "tinyllm"
+    r = subprocess.run([exe, "train", str(tmp_path / "missing.toml")], capture_output=True, text=True)
     assert r.returncode == 2
     assert r.stderr.startswith("error: config file") and "does not exist" in r.stderr
     assert "Traceback" not in r.stderr
-    exe = Path(sys.executable).parent / "tinyllm"  # the console script pip installed
-    r = subprocess.run([str(exe) if exe.exists() else "tinyllm", "--version"], capture_output=True, text=True)
+    r = subprocess.run([exe, "--version"], capture_output=True, text=True)
     assert r.returncode == 0 and r.stdout.startswith("tinyllm ")
 
 

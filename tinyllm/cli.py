@@ -201,7 +201,3 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `tinyllm tokenizer encode ... | head`
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-
-# %% ../nbs/91_cli.ipynb
-if __name__ == "__main__" and "ipykernel" not in sys.modules:  # `python -m tinyllm.cli` (not when run in a notebook)
-    sys.exit(main())
