@@ -65,6 +65,24 @@ def test_tinystories_matches_tiktoken(gpt2, tiktoken_gpt2, tinystories, split):
     ref = tiktoken_gpt2.encode(text, allowed_special="all")
     assert len(ids) == len(ref) and ids == ref  # 100% of tokens
     assert gpt2.decode(ids) == text
+    # as one long text (no special tokens): exercises the block-wise and line-wise ASCII paths
+    assert gpt2.encode_ordinary(text) == tiktoken_gpt2.encode_ordinary(text)
+
+
+@pytest.mark.slow
+def test_merge_rule_equals_rank_rule(gpt2, tiktoken_gpt2):
+    "tiktoken joins the pair whose concatenation ranks lowest, even if it is not a merge; on GPT-2 that never differs."
+    merge_set = set(gpt2.merges)
+    strings = []
+    for a, b in gpt2.merges:
+        t = a + b
+        if any((t[:k], t[k:]) != (a, b) and t[:k] in gpt2._ids and t[k:] in gpt2._ids and (t[:k], t[k:]) not in merge_set
+               for k in range(1, len(t))):
+            strings.append(t.decode("utf-8", "replace"))
+    assert len(strings) > 30_000
+    for s in strings[::3]:
+        for v in (s, s + s, "x" + s + "s"):
+            assert gpt2.encode_ordinary(v) == tiktoken_gpt2.encode_ordinary(v), v
 
 
 @pytest.mark.slow
