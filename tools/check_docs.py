@@ -45,17 +45,29 @@ def notebooks():
     return sorted(p for p in NBS.glob("*.ipynb") if not p.name.startswith("_"))
 
 
-def process(out: Path) -> Path:
-    "nbdev's documentation processing of every notebook into out/_proc (what Quarto would be given)."
-    from nbdev.serve import proc_nbs
+def process(problems: list) -> Path:
+    "nbdev's documentation processing of each notebook into _proc/ (what Quarto would be given); failures go to `problems`."
+    import nbdev.serve_drv
+    from nbdev.serve import FilterDefaults
 
+    proc = ROOT / "_proc"
+    if proc.exists():
+        shutil.rmtree(proc)
+    proc.mkdir()
     cwd = os.getcwd()
     os.chdir(ROOT)
     try:
-        proc_nbs(path=str(NBS), n_workers=0, force=True)
+        for nb in notebooks():
+            try:
+                nbdev.serve_drv.main((nb, proc / nb.name, FilterDefaults))
+            except Exception as e:  # noqa: BLE001 - report every notebook that fails, then stop
+                cause = e.__cause__ or e
+                problems.append(f"{nb.name}: nbdev's docs processing failed: {str(e).splitlines()[0]} "
+                                f"({type(cause).__name__}: {cause}). Cells that import are executed on their own "
+                                "during docs processing: keep imports in import-only cells.")
     finally:
+        os.environ.pop("IN_TEST", None)
         os.chdir(cwd)
-    proc = ROOT / "_proc"
     return proc
 
 
@@ -151,7 +163,10 @@ def main(argv=None):
     problems = []
     for nb in notebooks():
         problems += [f"{nb.name}: saved output shows an exception ({e})" for e in error_outputs(nb)]
-    proc = process(out)
+    proc = process(problems)
+    if problems:
+        print("docs check FAILED:\n  " + "\n  ".join(problems))
+        return 1
     pages = render(proc, out) + [write_contents(out)]
     print(f"rendered {len(pages)} pages into {out}")
     if not args.no_browser:
