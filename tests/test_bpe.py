@@ -130,7 +130,7 @@ def test_decode_invalid_utf8_like_tiktoken(gpt2, tiktoken_gpt2):
     assert gpt2.decode_bytes(ids) == "🙂 é".encode() == gpt2.decode_bytes(iter(ids))
     np = pytest.importorskip("numpy")
     assert gpt2.decode(np.array(ids, dtype=np.uint16)) == "🙂 é"
-    with pytest.raises(TokenizerError, match="50257"): gpt2.decode([50257])
+    with pytest.raises(TokenizerError, match="50257.*0..50256"): gpt2.decode([50257])
 
 
 # ---------------------------------------------------------------------------------------------- round trips
@@ -399,11 +399,11 @@ def test_cli(tmp_path, capsys):
 def test_cli_entry_point(tmp_path):
     "The installed `tinyllm tokenizer` command runs, and a bad input is `error: ...` with exit status 2."
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
-    cmd = [sys.executable, "-m", "tinyllm.cli", "tokenizer"]
+    pytest.importorskip("tinyllm.cli")
+    cmd = [sys.executable, "-c", "import sys; from tinyllm.cli import main; sys.exit(main())", "tokenizer"]
     r = subprocess.run(cmd + ["encode", "--tokenizer", str(Path(__file__).parent / "fixtures" / "gpt2"), "--text",
                               "hello world"], capture_output=True, text=True, env=env)
-    if r.returncode != 0 and "No module named tinyllm.cli" in r.stderr: pytest.skip("tinyllm.cli is not there yet")
-    assert r.stdout.split() == ["31373", "995"]
+    assert r.returncode == 0 and r.stdout.split() == ["31373", "995"], r.stderr
     r = subprocess.run(cmd + ["decode", "--tokenizer", str(tmp_path), "--ids", "1"], capture_output=True, text=True,
                        env=env)
     assert r.returncode == 2 and r.stderr.startswith("error:")

@@ -408,8 +408,9 @@ class Tokenizer:
         try: return b"".join(map(self.vocab.__getitem__, ids))
         except (KeyError, TypeError):
             bad = next(i for i in ids if not isinstance(i, int) or i not in self.vocab)
-            raise TokenizerError(f"cannot decode id {bad!r}: ids run over the {self.vocab_size} entries of this "
-                                 "vocabulary; were these ids made by another tokenizer?") from None
+            raise TokenizerError(f"cannot decode id {bad!r}: it is not in this tokenizer's vocabulary (ids "
+                                 f"{min(self.vocab)}..{max(self.vocab)}); were these ids made by another tokenizer?"
+                                 ) from None
 
     def decode(self, ids: Iterable[int]) -> str:
         "Decode ids to text; bytes that are not valid UTF-8 become U+FFFD (like tiktoken)."
