@@ -250,6 +250,18 @@ def test_training_deterministic(tmp_path, tinystories):
     assert train_bpe(p, 400, num_processes=1) == train_bpe(p, 400, num_processes=2)
 
 
+def test_training_several_files_and_parallel_errors(tmp_path):
+    a, b = tmp_path / "a.txt", tmp_path / "b.txt"
+    a.write_text("low low lower<|endoftext|>newest", encoding="utf-8")
+    b.write_text("widest newest newer", encoding="utf-8")
+    assert count_pretokens([a, b], [EOT]) == count_pretokens(a, [EOT]) + count_pretokens(b, [EOT])
+    assert train_bpe([a, b], 280, [EOT]) == train_bpe([str(b), str(a)], 280, [EOT], num_processes=2)
+    big = tmp_path / "big.bin"  # > 1 MB: cut into chunks counted by worker processes; the offset is still the file's
+    data = b"a story about a cat.<|endoftext|>" * 40_000 + b"bad \xc3\x28 byte"
+    big.write_bytes(data)
+    with pytest.raises(TokenizerError, match=f"offset {len(data) - 7} "): train_bpe(big, 300, [EOT], num_processes=2)
+
+
 def test_training_small_and_specials(tmp_path):
     p = tmp_path / "t.txt"
     p.write_text("aaa<|endoftext|>aaa bb<|endoftext|>", encoding="utf-8")
