@@ -186,7 +186,9 @@ def count_pretokens(paths, special_tokens=None, num_processes: int | None = None
     nproc = max(1, num_processes or os.cpu_count() or 1)
     jobs = []
     for p in paths:
-        if not Path(p).is_file(): raise TokenizerError(f"training file {p} does not exist; check the path")
+        if not Path(p).is_file():
+            raise TokenizerError(f"training file {p} {'is a folder' if Path(p).is_dir() else 'does not exist'}; "
+                                 "pass the path of a UTF-8 text file")
         size = os.path.getsize(p)
         n = max(nproc * 2, size >> 26) if size > (1 << 20) else 1  # a few chunks per process, each <= 64 MB
         split = max(special_tokens, key=len).encode("utf-8") if special_tokens else None
@@ -267,6 +269,9 @@ def train_bpe(input_path, vocab_size: int, special_tokens=None, num_processes: i
               ) -> tuple[dict[int, bytes], list[tuple[bytes, bytes]]]:
     "Train a byte-level BPE on UTF-8 file(s) `input_path`: returns `(vocab, merges)`; specials count in `vocab_size`."
     specials = _check_specials(special_tokens)
+    if errors not in ("strict", "replace", "ignore"):
+        raise TokenizerError(f"errors={errors!r}: choose 'strict' (stop at undecodable bytes), 'replace' (U+FFFD) "
+                             "or 'ignore' (drop them)")
     if not isinstance(vocab_size, int) or vocab_size < 256 + len(specials):
         raise TokenizerError(f"vocab_size={vocab_size!r} is too small: a byte-level BPE needs 256 ids for the bytes "
                              f"plus {len(specials)} for the special tokens, so at least {256 + len(specials)}. "
