@@ -66,7 +66,8 @@ _GPT2_ASCII = re.compile(rf"""'(?:[sdmt]|ll|ve|re)| ?[A-Za-z]+| ?[0-9]+| ?[^{_WS
 
 def _findall(text: str, pos: int, end: int) -> list[str]:
     "Pre-tokens of `text[pos:end]` with the `regex` patterns (the exact one only if that text has newer characters)."
-    return (_GPT2_FAST if _NEWER.search(text, pos, end) is None else _GPT2_EXACT).findall(text, pos, end)
+    newer = _NEWER.search("".join(set(text[pos:end])))  # the distinct characters: far fewer to search than text
+    return (_GPT2_FAST if newer is None else _GPT2_EXACT).findall(text, pos, end)
 
 _NON_ASCII = re.compile(r"[^\x00-\x7f]+")
 _LINE_CUT = re.compile(r"\n(?=[!-~])")  # before "\n" + visible ASCII: both sides pre-tokenize independently
