@@ -205,6 +205,8 @@ def test_special_tokens():
 
 def test_gpt2_special(gpt2):
     assert gpt2.eot_id == 50256 and gpt2.special_tokens == [EOT] and gpt2.vocab_size == 50257
+    assert Tokenizer.from_gpt2().fingerprint == gpt2.fingerprint  # default: the repository's GPT-2 files
+    with pytest.raises(TypeError, match="expects a str"): gpt2.encode(b"bytes")
 
 
 # ---------------------------------------------------------------------------------------------- training

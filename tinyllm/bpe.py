@@ -392,6 +392,7 @@ class Tokenizer:
 
     def encode_ordinary(self, text: str) -> list[int]:
         "Encode `text`, treating special tokens as ordinary text."
+        if not isinstance(text, str): raise TypeError(f"encode expects a str, got {type(text).__name__}; decode bytes first")
         if len(text) <= (1 << 20): return list(chain.from_iterable(map(self._cache.__getitem__, pretokenize(text))))
         ids = []  # long text: a block at a time, so that its millions of pre-token strings never exist at once
         for pieces in _pretokenize_blocks(text): ids += chain.from_iterable(map(self._cache.__getitem__, pieces))
@@ -399,7 +400,7 @@ class Tokenizer:
 
     def encode(self, text: str) -> list[int]:
         "Encode `text`; each special token in it becomes its own id (the longest one where specials overlap)."
-        if self._special_re is None: return self.encode_ordinary(text)
+        if self._special_re is None or not isinstance(text, str): return self.encode_ordinary(text)
         parts = self._special_re.split(text)
         ids = self.encode_ordinary(parts[0])
         for i in range(1, len(parts), 2):
@@ -567,8 +568,11 @@ def _check_merges_in_vocab(merges, vocab, merges_path, vocab_path):
                                      f"{token_to_str(t)!r}, which is not in {vocab_path}; the two files do not match")
 
 # %% ../nbs/01_bpe.ipynb
-def _from_gpt2(cls, encoder_json, vocab_bpe, special_tokens=("<|endoftext|>",)) -> Tokenizer:
-    "Load GPT-2's `encoder.json` + `vocab.bpe`; `<|endoftext|>` (id 50256) is the special token."
+def _from_gpt2(cls, encoder_json=None, vocab_bpe=None, special_tokens=("<|endoftext|>",)) -> Tokenizer:
+    "Load GPT-2's `encoder.json` + `vocab.bpe` (default: `tinyllm.core.gpt2_files()`); `<|endoftext|>` (50256) is special."
+    if encoder_json is None or vocab_bpe is None:
+        from tinyllm.core import gpt2_files
+        encoder_json, vocab_bpe = gpt2_files()
     specials = _check_specials(special_tokens)
     vocab = read_encoder_json(encoder_json, specials)
     merges = read_merges(vocab_bpe)
