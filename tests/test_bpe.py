@@ -149,6 +149,19 @@ def test_encode_iterable_equals_encode(gpt2, s, cuts, chunk_chars):
     assert list(gpt2.encode_iterable(chunks, chunk_chars=chunk_chars)) == gpt2.encode(s)
 
 
+OVERLAP = Tokenizer({i: bytes([i]) for i in range(256)}, [], ["<|a|>", "<|a|><|a|>", "a|>x"])
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.sampled_from(["<|a|>", "<", "|", "a", ">", "x", " ", "'", "s"]), max_size=30).map("".join),
+       st.lists(st.integers(0, 150), max_size=8), st.integers(1, 12))
+def test_encode_iterable_overlapping_specials(s, cuts, chunk_chars):
+    "Streaming never cuts a special token, nor decides between overlapping ones, before it has seen enough text."
+    cuts = sorted(min(c, len(s)) for c in cuts)
+    chunks = [s[a:b] for a, b in zip([0, *cuts], [*cuts, len(s)])]
+    assert list(OVERLAP.encode_iterable(chunks, chunk_chars=chunk_chars)) == OVERLAP.encode(s)
+
+
 def test_encode_iterable_file(gpt2):
     text = "".join(EDGE_CASES) * 20
     lines = text.splitlines(keepends=True)
