@@ -419,6 +419,12 @@ def test_cli(tmp_path, capsys):
     assert [int(i) for i in ids] == tok.encode("Once upon a time<|endoftext|>")
     run_cli("decode", "--tokenizer", str(out), "--ids", *ids)
     assert capsys.readouterr().out == "Once upon a time<|endoftext|>"
+    run_cli("encode", "--tokenizer", str(out), str(FIX / "corpus.txt"))  # a file is streamed through encode_iterable
+    text = (FIX / "corpus.txt").read_text(encoding="utf-8")
+    assert [int(i) for i in capsys.readouterr().out.split()] == tok.encode(text)
+    (tmp_path / "ids.txt").write_text(" ".join(map(str, tok.encode(text))))
+    run_cli("decode", "--tokenizer", str(out), str(tmp_path / "ids.txt"))
+    assert capsys.readouterr().out == text
     with pytest.raises(TinyLLMError, match="at least 257"):
         run_cli("train", "--data", str(FIX / "corpus.txt"), "--vocab-size", "100", "--out", str(out))
 

@@ -9,6 +9,7 @@ import argparse
 import base64
 import hashlib
 import heapq
+import itertools
 import json
 import os
 import re
@@ -708,9 +709,17 @@ def _read_input(path):
 
 def _cmd_encode(args) -> int:
     tok = Tokenizer.load(args.tokenizer)
-    text = args.text if args.text is not None else _read_input(args.input)
-    ids = tok.encode(text) if not args.ordinary else tok.encode_ordinary(text)
-    print(" ".join(map(str, ids)))
+    if args.text is not None or args.ordinary:
+        text = args.text if args.text is not None else _read_input(args.input)
+        print(" ".join(map(str, tok.encode(text) if not args.ordinary else tok.encode_ordinary(text))))
+        return 0
+    if args.input not in (None, "-") and not Path(args.input).is_file():
+        raise TokenizerError(f"input file {args.input} does not exist")
+    with (open(args.input, encoding="utf-8", newline="") if args.input not in (None, "-") else sys.stdin) as f:
+        ids, sep = iter(tok.encode_iterable(f)), ""  # a file of any size, streamed
+        while batch := list(itertools.islice(ids, 1 << 16)):
+            sys.stdout.write(sep + " ".join(map(str, batch))); sep = " "
+    sys.stdout.write("\n")
     return 0
 
 def _cmd_decode(args) -> int:
