@@ -425,6 +425,9 @@ def test_cli(tmp_path, capsys):
     (tmp_path / "ids.txt").write_text(" ".join(map(str, tok.encode(text))))
     run_cli("decode", "--tokenizer", str(out), str(tmp_path / "ids.txt"))
     assert capsys.readouterr().out == text
+    (tmp_path / "bad.txt").write_bytes(b"ok \xff no")
+    with pytest.raises(TinyLLMError, match="not valid UTF-8"):
+        run_cli("encode", "--tokenizer", str(out), str(tmp_path / "bad.txt"))
     with pytest.raises(TinyLLMError, match="at least 257"):
         run_cli("train", "--data", str(FIX / "corpus.txt"), "--vocab-size", "100", "--out", str(out))
 

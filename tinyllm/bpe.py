@@ -705,9 +705,14 @@ def _read_input(path):
     if path in (None, "-"): return sys.stdin.read()
     p = Path(path)
     if not p.is_file(): raise TokenizerError(f"input file {p} does not exist")
-    return p.read_text(encoding="utf-8")
+    with open(p, encoding="utf-8", newline="") as f: return f.read()  # newline="": keep "\r\n" as it is
 
 def _cmd_encode(args) -> int:
+    try: return _encode_cli(args)
+    except UnicodeDecodeError as e:
+        raise TokenizerError(f"{args.input} is not valid UTF-8 ({e.reason}); convert it to UTF-8 first") from None
+
+def _encode_cli(args) -> int:
     tok = Tokenizer.load(args.tokenizer)
     if args.text is not None or args.ordinary:
         text = args.text if args.text is not None else _read_input(args.input)
