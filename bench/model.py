@@ -1,7 +1,7 @@
-"""Training-step throughput of tinyllm's GPT against a plain reference GPT, side by side in one process.
+"""Training-step throughput of tinyllm's GPT against two plain GPTs, side by side in one process.
 
-    python bench/model.py            # full run: fp32/bf16 x eager/compiled, both implementations, then a profile
-    python bench/model.py --quick    # fewer rounds, no torch.compile variants
+    python bench/model.py            # full run: 3 implementations x fp32/bf16 x eager/compiled, then a profile
+    python bench/model.py --quick    # fewer rounds, eager variants only (our default path on CPU is eager)
 
 Every variant does the same work per step: forward + backward + AdamW step on a (batch, block) batch of random ids,
 seed preset (d_model 256, 6 layers, 8 heads) with an 8,192-token vocabulary. Variants are measured interleaved
@@ -25,18 +25,23 @@ from tinyllm.model import GPT, GPTConfig, default_train_options, make_train_step
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# The reference: a minimal GPT-2 written the plain way (hand-written masked-softmax attention, F.cross_entropy on
-# float32 logits, torch.optim.AdamW with its defaults), the shape every from-scratch tutorial converges to.
+# The references: a minimal GPT-2 written the plain way (F.cross_entropy on float32 logits, torch.optim.AdamW with its
+# defaults), the shape every from-scratch tutorial converges to, in two flavours:
+#   'reference'   hand-written masked-softmax attention, softmax(q k^T / sqrt(d)) v
+#   'nanoGPT-style' the same model with F.scaled_dot_product_attention(is_causal=True), as nanoGPT does
 class RefAttention(nn.Module):
-    def __init__(self, d, nh, T):
+    def __init__(self, d, nh, T, sdpa=False):
         super().__init__()
-        self.nh, self.c_attn, self.c_proj = nh, nn.Linear(d, 3 * d), nn.Linear(d, d)
+        self.nh, self.sdpa, self.c_attn, self.c_proj = nh, sdpa, nn.Linear(d, 3 * d), nn.Linear(d, d)
         self.register_buffer("mask", torch.tril(torch.ones(T, T, dtype=torch.bool)).view(1, 1, T, T))
 
     def forward(self, x):
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(C, dim=2)
         q, k, v = (t.view(B, T, self.nh, C // self.nh).transpose(1, 2) for t in (q, k, v))
+        if self.sdpa:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            return self.c_proj(y.transpose(1, 2).contiguous().view(B, T, C))
         att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.size(-1)))
         att = att.masked_fill(~self.mask[:, :, :T, :T], float("-inf"))
         y = F.softmax(att, dim=-1) @ v
@@ -44,9 +49,9 @@ class RefAttention(nn.Module):
 
 
 class RefBlock(nn.Module):
-    def __init__(self, d, nh, T):
+    def __init__(self, d, nh, T, sdpa=False):
         super().__init__()
-        self.ln_1, self.attn, self.ln_2 = nn.LayerNorm(d), RefAttention(d, nh, T), nn.LayerNorm(d)
+        self.ln_1, self.attn, self.ln_2 = nn.LayerNorm(d), RefAttention(d, nh, T, sdpa), nn.LayerNorm(d)
         self.mlp = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), nn.Linear(4 * d, d))
 
     def forward(self, x):
@@ -55,10 +60,10 @@ class RefBlock(nn.Module):
 
 
 class RefGPT(nn.Module):
-    def __init__(self, V, T, L, nh, d):
+    def __init__(self, V, T, L, nh, d, sdpa=False):
         super().__init__()
         self.wte, self.wpe = nn.Embedding(V, d), nn.Embedding(T, d)
-        self.h = nn.ModuleList([RefBlock(d, nh, T) for _ in range(L)])
+        self.h = nn.ModuleList([RefBlock(d, nh, T, sdpa) for _ in range(L)])
         self.ln_f, self.lm_head = nn.LayerNorm(d), nn.Linear(d, V, bias=False)
         self.lm_head.weight = self.wte.weight
 
@@ -70,7 +75,7 @@ class RefGPT(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-def gemm_peak(dtype, n=2048, reps=5) -> float:
+def gemm_peak(dtype, n=2048, reps=3) -> float:
     "Best FLOP/s of an n x n x n matmul in `dtype` on this machine (the 'peak' used for MFU)."
     a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     a @ b
@@ -84,18 +89,18 @@ def _timed(fn) -> float:
     return time.perf_counter() - t0
 
 
+NAMES = {"ref": "reference", "nano": "nanoGPT-style", "ours": "tinyllm GPT"}
+
+
 def make_variant(impl, dtype, compiled, cfg, seed=0):
     "A `step(x, y)` callable for one implementation/precision/compile combination."
     torch.manual_seed(seed)
-    if impl == "ours" and dtype == "default":
-        model = GPT(cfg)
-        return make_train_step(model, model.configure_optimizers(weight_decay=0.1, learning_rate=1e-4))
     amp = torch.bfloat16 if dtype == "bf16" else None
-    if impl == "ours":
+    if impl == "ours":       # make_train_step: fused AdamW, chunked CE when eager, SDPA backend per default_train_options
         model = GPT(cfg)
         return make_train_step(model, model.configure_optimizers(weight_decay=0.1, learning_rate=1e-4),
                                amp_dtype=amp, compile=compiled)
-    model = RefGPT(cfg.vocab_size, cfg.block_size, cfg.n_layer, cfg.n_head, cfg.n_embd)
+    model = RefGPT(cfg.vocab_size, cfg.block_size, cfg.n_layer, cfg.n_head, cfg.n_embd, sdpa=impl == "nano")
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.1)
     fwd = torch.compile(model) if compiled else model
 
@@ -114,8 +119,10 @@ def profile_step(step, x, y, n=2) -> dict[str, float]:
     from torch.profiler import ProfilerActivity, profile
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         for _ in range(n): step(x, y)
-    cats = {"matmul (mm/addmm/bmm)": ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm"),
-            "attention (SDPA fwd+bwd)": ("scaled_dot_product", "flash_attention"),
+    cats = {"matmul (Linear layers: mm/addmm)": ("aten::mm", "aten::addmm"),
+            "attention (SDPA kernel, or bmm of the math backend)": ("scaled_dot_product", "flash_attention",
+                                                                    "aten::bmm"),
+            "Inductor-fused element-wise kernels": ("compiledfxgraph",),
             "cross-entropy (logsumexp, softmax-grad)": ("logsumexp", "log_softmax", "nll_loss", "aten::exp",
                                                        "aten::gather", "aten::index_put"),
             "layernorm": ("layer_norm",),
@@ -139,7 +146,7 @@ def profile_step(step, x, y, n=2) -> dict[str, float]:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="2 rounds, eager variants only (about a minute)")
+    ap.add_argument("--quick", action="store_true", help="2 rounds; eager variants and our default path (about a minute)")
     ap.add_argument("--rounds", type=int, default=None, help="round-robin rounds (default 5, quick 2)")
     ap.add_argument("--steps", type=int, default=2, help="timed steps per variant per round")
     ap.add_argument("--batch", type=int, default=16)
@@ -150,7 +157,7 @@ def main(argv=None):
     ap.add_argument("--no-profile", action="store_true", help="skip the profile of the default path")
     args = ap.parse_args(argv)
     rounds = args.rounds or (2 if args.quick else 5)
-    compile_too = not (args.quick or args.no_compile)
+    compile_too = not args.no_compile
     if args.threads: torch.set_num_threads(args.threads)
 
     cfg = GPTConfig.from_preset("seed", vocab_size=args.vocab, block_size=args.block)
@@ -162,23 +169,27 @@ def main(argv=None):
     default = default_train_options("cpu")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; seed preset V={cfg.vocab_size}, "
           f"T={cfg.block_size}, batch {args.batch} ({tokens} tokens/step), {fpt / 1e6:.1f} MFLOP/token")
-    print(f"default training path on CPU: amp_dtype={default['amp_dtype']}, compile={default['compile']}, fused AdamW, "
-          "SDPA, chunked cross-entropy")
-
-    specs = [(impl, dt, c) for c in ([False, True] if compile_too else [False])
-             for dt in ("fp32", "bf16") for impl in ("ref", "ours")]
+    print(f"default training path on CPU: amp_dtype={default['amp_dtype']}, compile={default['compile']}, "
+          f"SDPA backend {default['sdpa_backend']}, fused AdamW")
+    ours_default = ("ours", "bf16" if default["amp_dtype"] is not None else "fp32", default["compile"])
+    specs = [(impl, dt, False) for dt in ("fp32", "bf16") for impl in ("ref", "nano", "ours")]
+    if compile_too:
+        if args.quick: specs.append(ours_default)
+        else: specs += [(impl, dt, True) for dt in ("fp32", "bf16") for impl in ("ref", "nano", "ours")]
+    specs = list(dict.fromkeys(specs))
     variants, warm = {}, {}
     for spec in specs:
         step = make_variant(*spec, cfg)
         t = _timed(lambda step=step: [step(x, y) for _ in range(2)])    # includes compilation for compiled variants
         variants[spec], warm[spec] = step, t
     times = {s: [] for s in specs}
+    peak32 = peak16 = 0.0
     for r in range(rounds):
+        peak32, peak16 = max(peak32, gemm_peak(torch.float32)), max(peak16, gemm_peak(torch.bfloat16))
         for spec in (specs if r % 2 == 0 else specs[::-1]):  # alternate the order: no variant always runs first
             for _ in range(args.steps):
                 times[spec].append(_timed(lambda f=variants[spec]: f(x, y)))
-    peak32, peak16 = gemm_peak(torch.float32), gemm_peak(torch.bfloat16)
-    print(f"measured dense GEMM peak (2048^3, best of 5): fp32 {peak32 / 1e9:.0f} GFLOP/s, "
+    print(f"measured dense GEMM peak (2048^3, best of all rounds): fp32 {peak32 / 1e9:.0f} GFLOP/s, "
           f"bf16 {peak16 / 1e9:.0f} GFLOP/s; MFU below is against the bf16 peak")
     print(f"{rounds} rounds x {args.steps} steps per variant, interleaved; best and median step\n")
     hdr = f"{'implementation':<16}{'precision':<10}{'mode':<10}{'warm-up s':>10}{'best tok/s':>12}{'median tok/s':>14}{'MFU':>7}"
@@ -189,18 +200,17 @@ def main(argv=None):
         impl, dt, c = spec
         b, med = tokens / min(times[spec]), tokens / statistics.median(times[spec])
         best[spec] = b
-        name = "tinyllm GPT" if impl == "ours" else "reference"
+        name = NAMES[impl] + (" *" if spec == ours_default else "")
         print(f"{name:<16}{dt:<10}{'compiled' if c else 'eager':<10}{warm[spec]:>10.1f}{b:>12.0f}{med:>14.0f}"
               f"{fpt * b / peak16:>7.1%}")
-    ref_best = max(v for (impl, _, _), v in best.items() if impl == "ref")
-    ref_spec = max((s for s in specs if s[0] == "ref"), key=best.get)
-    ours_default = ("ours", "bf16" if default["amp_dtype"] is not None else "fp32", default["compile"])
+    print("* = the default training path (make_train_step with its defaults)")
     if ours_default in best:
-        print(f"\ndefault path ({ours_default[1]}, {'compiled' if ours_default[2] else 'eager'}) "
-              f"{best[ours_default]:.0f} tok/s vs best reference ({ref_spec[1]}, "
-              f"{'compiled' if ref_spec[2] else 'eager'}) {ref_best:.0f} tok/s: {best[ours_default] / ref_best:.2f}x")
-    if not args.no_profile:
-        step = variants.get(ours_default) or make_variant("ours", "default", None, cfg)
+        for impl in ("nano", "ref"):
+            rs = max((s for s in specs if s[0] == impl), key=best.get)
+            print(f"default path {best[ours_default]:.0f} tok/s vs best {NAMES[impl]} ({rs[1]}, "
+                  f"{'compiled' if rs[2] else 'eager'}) {best[rs]:.0f} tok/s: {best[ours_default] / best[rs]:.2f}x")
+    if not args.no_profile and ours_default in variants:
+        step = variants[ours_default]
         print("\nprofile of the default path (share of self CPU time, 2 steps):")
         for k, v in sorted(profile_step(step, x, y).items(), key=lambda kv: -kv[1]):
             print(f"  {k:<42}{v:>6.1%}")

@@ -260,3 +260,25 @@ def test_train_step_learns(amp):
     x = ids(4, 33)
     losses = [step(x[:, :-1], x[:, 1:]).item() for _ in range(15)]
     assert losses[-1] < 0.6 * losses[0]
+
+
+@pytest.mark.slow
+def test_compiled_default_path_matches_eager():
+    # the default path on CPU (torch.compile, SDPA math backend, Inductor-fused loss) trains like the eager model
+    x = ids(2, 33)
+    losses = []
+    for compiled in (False, True):
+        m = tiny()
+        step = make_train_step(m, m.configure_optimizers(learning_rate=1e-3), amp_dtype=None, compile=compiled,
+                               sdpa_backend="math" if compiled else None)
+        losses.append([step(x[:, :-1], x[:, 1:]).item() for _ in range(3)])
+    assert losses[0] == pytest.approx(losses[1], rel=1e-4)
+
+
+def test_sdpa_backend_names():
+    from tinyllm.model import sdpa_context
+    with pytest.raises(TinyLLMError, match="math"): sdpa_context("fast")
+    m = tiny().eval()
+    x = ids()
+    with sdpa_context("math"): a = m(x)[0]
+    assert torch.allclose(a, m(x)[0], atol=1e-5)

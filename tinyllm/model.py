@@ -24,7 +24,7 @@ __all__ = ['ARCHS', 'PRESETS', 'IGNORE_INDEX', 'PEAK_FLOPS', 'ConfigError', 'Mod
            'CausalSelfAttention', 'MLP', 'Block', 'chunked_cross_entropy', 'GPT', 'num_params',
            'param_groups_breakdown', 'hand_count', 'flops_per_token', 'estimate_mfu', 'chinchilla', 'new_kv_cache',
            'sample_next', 'generate', 'peak_memory', 'load_state_dict', 'configure_optimizers', 'default_train_options',
-           'amp_context', 'make_train_step', 'export_hf']
+           'amp_context', 'sdpa_context', 'make_train_step', 'export_hf']
 
 # %% ../nbs/02_model.ipynb
 ARCHS = ("gpt2", "llama")
@@ -207,6 +207,7 @@ class CausalSelfAttention(nn.Module):
         if kv_cache is not None:
             start = kv_cache.pos
             k, v = kv_cache.update(layer, k, v)           # (B, nkv, start+T, hd)
+            k, v = k.to(q.dtype), v.to(q.dtype)           # a float32 cache read under bf16 autocast
         if nkv != nh:                                     # each kv head serves n_head/n_kv_head consecutive query heads
             k, v = k.repeat_interleave(nh // nkv, dim=1), v.repeat_interleave(nh // nkv, dim=1)
         mask, causal = None, T > 1
@@ -363,7 +364,11 @@ class GPT(nn.Module):
         x = self.transformer.ln_f(x)
         if targets is not None:
             logits = self.lm_head(x)                                    # (B, T, V)
-            loss = chunked_cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), IGNORE_INDEX)
+            if torch.compiler.is_compiling():   # Inductor fuses the textbook loss itself; the chunked one is for eager
+                loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1),
+                                       ignore_index=IGNORE_INDEX)
+            else:
+                loss = chunked_cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), IGNORE_INDEX)
             return logits, loss
         return self.lm_head(x[:, -1:] if last_only else x), None
 
@@ -554,32 +559,44 @@ def configure_optimizers(self: GPT, weight_decay: float = 0.1, learning_rate: fl
 
 # %% ../nbs/02_model.ipynb
 def default_train_options(device_type: str) -> dict:
-    "The default training path's settings for a device type: `amp_dtype` (None = fp32) and `compile`."
+    "The default training path's settings for a device type: `amp_dtype` (None = fp32), `compile`, `sdpa_backend`."
     if device_type == "cuda":
         bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-        return dict(amp_dtype=torch.bfloat16 if bf16 else None, compile=True)
+        return dict(amp_dtype=torch.bfloat16 if bf16 else None, compile=True, sdpa_backend=None)
     if device_type == "cpu":
         bf16 = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-        return dict(amp_dtype=torch.bfloat16 if bf16 else None, compile=False)
-    return dict(amp_dtype=None, compile=False)
+        return dict(amp_dtype=torch.bfloat16 if bf16 else None, compile=False, sdpa_backend=None)
+    return dict(amp_dtype=None, compile=False, sdpa_backend=None)
 
 def amp_context(device_type: str, amp_dtype: torch.dtype | None):
     "`torch.autocast` for `amp_dtype`, or a no-op context for full precision."
     import contextlib
     return torch.autocast(device_type, dtype=amp_dtype) if amp_dtype is not None else contextlib.nullcontext()
 
+def sdpa_context(backend: str | None):
+    "Restrict `F.scaled_dot_product_attention` to one backend ('math', 'flash', 'efficient'); None: PyTorch's choice."
+    import contextlib
+
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    if backend is None: return contextlib.nullcontext()
+    names = {"math": SDPBackend.MATH, "flash": SDPBackend.FLASH_ATTENTION, "efficient": SDPBackend.EFFICIENT_ATTENTION}
+    if backend not in names: raise TinyLLMError(f"unknown SDPA backend {backend!r}; use one of {', '.join(names)} or None")
+    return sdpa_kernel(names[backend])
+
 def make_train_step(model: GPT, optimizer: torch.optim.Optimizer, *, amp_dtype="auto", compile="auto",
-                    grad_clip: float | None = None) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+                    sdpa_backend="auto", grad_clip: float | None = None
+                    ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     "The default training step `step(x, y) -> loss`: forward under autocast, backward, clip, optimizer step, zero grads."
     device_type = next(model.parameters()).device.type
     opts = default_train_options(device_type)
     if amp_dtype != "auto": opts["amp_dtype"] = amp_dtype
     if compile != "auto": opts["compile"] = bool(compile)
+    if sdpa_backend != "auto": opts["sdpa_backend"] = sdpa_backend
     fwd = torch.compile(model) if opts["compile"] else model
     params = [p for p in model.parameters() if p.requires_grad]
 
     def step(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        with amp_context(device_type, opts["amp_dtype"]):
+        with amp_context(device_type, opts["amp_dtype"]), sdpa_context(opts["sdpa_backend"]):
             _, loss = fwd(x, y)
         loss.backward()
         if grad_clip is not None: torch.nn.utils.clip_grad_norm_(params, grad_clip)
