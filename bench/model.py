@@ -6,7 +6,9 @@
 Every variant does the same work per step: forward + backward + AdamW step on a (batch, block) batch of random ids,
 seed preset (d_model 256, 6 layers, 8 heads) with an 8,192-token vocabulary. Variants are measured interleaved
 (round-robin, `--steps` steps each per round) and we keep each one's best step, because the machine is shared: a
-slow step is someone else's load, never a faster code path. Compile/warm-up time is measured separately and reported.
+slow step is someone else's load, never a faster code path. Warm-up (the first two steps, including compilation) is
+measured separately and reported; Inductor caches compiled kernels on disk, so only the first run on a machine pays
+the full compile time (40-60 s per compiled variant here).
 MFU uses the model FLOPs of `GPT.flops_per_token` and, as peak, the best dense-GEMM rate measured on this machine.
 """
 from __future__ import annotations
