@@ -122,11 +122,12 @@ def profile_step(step, x, y, n=2) -> dict[str, float]:
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         for _ in range(n): step(x, y)
     cats = {"matmul (Linear layers: mm/addmm)": ("aten::mm", "aten::addmm"),
-            "attention (SDPA kernel, or bmm of the math backend)": ("scaled_dot_product", "flash_attention",
-                                                                    "aten::bmm"),
+            "attention matmuls/kernels (SDPA, or bmm_attention)": ("scaled_dot_product", "flash_attention",
+                                                                   "aten::bmm", "aten::baddbmm",
+                                                                   "_softmax_backward_data"),
+            "cross-entropy (log-softmax, gather, nll)": ("log_softmax", "nll_loss", "logsumexp", "aten::gather"),
+            "softmax (attention fwd + loss bwd)": ("aten::_softmax", "aten::softmax"),
             "Inductor-fused element-wise kernels": ("compiledfxgraph",),
-            "cross-entropy (logsumexp, softmax-grad)": ("logsumexp", "log_softmax", "nll_loss", "aten::exp",
-                                                       "aten::gather", "aten::index_put"),
             "layernorm": ("layer_norm",),
             "optimizer (AdamW)": ("adam",),
             "dtype casts/copies": ("aten::copy_", "aten::_to_copy"),
@@ -172,7 +173,7 @@ def main(argv=None):
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; seed preset V={cfg.vocab_size}, "
           f"T={cfg.block_size}, batch {args.batch} ({tokens} tokens/step), {fpt / 1e6:.1f} MFLOP/token")
     print(f"default training path on CPU: amp_dtype={default['amp_dtype']}, compile={default['compile']}, "
-          f"SDPA backend {default['sdpa_backend']}, fused AdamW")
+          f"attention kernel {default['attention']}, fused AdamW")
     ours_default = ("ours", "bf16" if default["amp_dtype"] is not None else "fp32", default["compile"])
     specs = [(impl, dt, False) for dt in ("fp32", "bf16") for impl in ("ref", "nano", "ours")]
     if compile_too:

@@ -263,22 +263,45 @@ def test_train_step_learns(amp):
 
 
 @pytest.mark.slow
-def test_compiled_default_path_matches_eager():
-    # the default path on CPU (torch.compile, SDPA math backend, Inductor-fused loss) trains like the eager model
+def test_compiled_path_matches_eager():
+    # torch.compile (with the Inductor-fused textbook loss) trains exactly like the eager model with the chunked loss
     x = ids(2, 33)
     losses = []
     for compiled in (False, True):
         m = tiny()
-        step = make_train_step(m, m.configure_optimizers(learning_rate=1e-3), amp_dtype=None, compile=compiled,
-                               sdpa_backend="math" if compiled else None)
+        step = make_train_step(m, m.configure_optimizers(learning_rate=1e-3), amp_dtype=None, compile=compiled)
         losses.append([step(x[:, :-1], x[:, 1:]).item() for _ in range(3)])
     assert losses[0] == pytest.approx(losses[1], rel=1e-4)
 
 
-def test_sdpa_backend_names():
-    from tinyllm.model import sdpa_context
-    with pytest.raises(TinyLLMError, match="math"): sdpa_context("fast")
-    m = tiny().eval()
-    x = ids()
-    with sdpa_context("math"): a = m(x)[0]
-    assert torch.allclose(a, m(x)[0], atol=1e-5)
+@pytest.mark.parametrize("arch", ARCHS)
+def test_bmm_attention_kernel_matches_sdpa(arch):
+    from tinyllm.model import attention_kernel, bmm_attention
+    q, k, v = (torch.randn(2, 3, 10, 8, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    a, b = F.scaled_dot_product_attention(q, k, v, is_causal=True), bmm_attention(q, k, v)
+    assert torch.allclose(a, b, atol=1e-10)
+    ga, gb = torch.autograd.grad(a.sum(), (q, k, v)), torch.autograd.grad(b.sum(), (q, k, v))
+    assert all(torch.allclose(x, y, atol=1e-10) for x, y in zip(ga, gb))
+    # inside the model: same loss and gradients with either kernel (fp32), GQA included for llama
+    m = tiny(arch, **(dict(n_kv_head=2) if arch == "llama" else {}))
+    x = ids(2, 40)
+    res = []
+    for kernel in ("sdpa", "bmm"):
+        m.zero_grad()
+        with attention_kernel(kernel):
+            _, loss = m(x, x)
+        loss.backward()
+        res.append((loss.item(), [p.grad.clone() for p in m.parameters()]))
+    assert res[0][0] == pytest.approx(res[1][0], abs=1e-6)
+    assert all(torch.allclose(g0, g1, atol=1e-6) for g0, g1 in zip(res[0][1], res[1][1]))
+    with pytest.raises(TinyLLMError, match="bmm"): attention_kernel("fast")
+
+
+def test_default_options_choose_bmm_only_for_bf16_cpu():
+    from tinyllm.model import default_train_options
+    m = tiny()
+    opts = default_train_options("cpu")
+    assert opts["attention"] == ("bmm" if opts["amp_dtype"] == torch.bfloat16 else "sdpa")
+    assert make_train_step(m, m.configure_optimizers(), amp_dtype=None, compile=False).options["attention"] == "sdpa"
+    assert make_train_step(m, m.configure_optimizers(), amp_dtype=torch.bfloat16,
+                           compile=False).options["attention"] == "bmm"

@@ -20,11 +20,11 @@ from .core import TinyLLMError, atomic_write
 
 # %% auto 0
 __all__ = ['ARCHS', 'PRESETS', 'IGNORE_INDEX', 'PEAK_FLOPS', 'ConfigError', 'ModelInputError', 'StateDictMismatchError',
-           'GPTConfig', 'RMSNorm', 'make_norm', 'rope_cache', 'rotate_half', 'apply_rope', 'KVCache',
-           'CausalSelfAttention', 'MLP', 'Block', 'chunked_cross_entropy', 'GPT', 'num_params',
+           'GPTConfig', 'RMSNorm', 'make_norm', 'rope_cache', 'rotate_half', 'apply_rope', 'KVCache', 'bmm_attention',
+           'attention_kernel', 'CausalSelfAttention', 'MLP', 'Block', 'chunked_cross_entropy', 'GPT', 'num_params',
            'param_groups_breakdown', 'hand_count', 'flops_per_token', 'estimate_mfu', 'chinchilla', 'new_kv_cache',
            'sample_next', 'generate', 'peak_memory', 'load_state_dict', 'configure_optimizers', 'default_train_options',
-           'amp_context', 'sdpa_context', 'make_train_step', 'export_hf']
+           'amp_context', 'make_train_step', 'export_hf']
 
 # %% ../nbs/02_model.ipynb
 ARCHS = ("gpt2", "llama")
@@ -184,6 +184,47 @@ class KVCache:
     def reset(self) -> None: self.pos = 0
 
 # %% ../nbs/02_model.ipynb
+class _BmmCausalAttention(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, k, v):
+        B, H, T, D = q.shape
+        scale = 1.0 / math.sqrt(D)
+        q3, k3, v3 = q.reshape(B * H, T, D), k.reshape(B * H, T, D), v.reshape(B * H, T, D)
+        bias = torch.full((T, T), float("-inf"), dtype=q.dtype, device=q.device).triu_(1)   # causal: -inf above diagonal
+        p = torch.softmax(torch.baddbmm(bias.expand(B * H, T, T), q3, k3.transpose(1, 2), alpha=scale), dim=-1)
+        ctx.save_for_backward(q3, k3, v3, p)
+        ctx.scale = scale
+        return torch.bmm(p, v3).view(B, H, T, D)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        q3, k3, v3, p = ctx.saved_tensors
+        B, H, T, D = grad_out.shape
+        go = grad_out.reshape(B * H, T, D).to(p.dtype)
+        dv = torch.bmm(p.transpose(1, 2), go)
+        ds = torch._softmax_backward_data(torch.bmm(go, v3.transpose(1, 2)), p, -1, p.dtype)   # p * (dp - sum(dp * p))
+        dq = torch.bmm(ds, k3).mul_(ctx.scale)
+        dk = torch.bmm(ds.transpose(1, 2), q3).mul_(ctx.scale)
+        return dq.view(B, H, T, D), dk.view(B, H, T, D), dv.view(B, H, T, D)
+
+def bmm_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    "Causal attention `softmax(q kᵀ/√d + mask) v` of `(B, H, T, d)` tensors as batched matmuls (same result as SDPA)."
+    return _BmmCausalAttention.apply(q, k, v)
+
+_ATTENTION = {"kernel": "sdpa"}
+
+class attention_kernel:
+    "Context manager: `'bmm'` makes training-time causal attention use `bmm_attention`; `'sdpa'` (default) uses SDPA."
+    def __init__(self, kernel: str | None):
+        if kernel not in (None, "sdpa", "bmm"):
+            raise TinyLLMError(f"unknown attention kernel {kernel!r}; use 'sdpa' or 'bmm'")
+        self.kernel = kernel or "sdpa"
+    def __enter__(self):
+        self.old, _ATTENTION["kernel"] = _ATTENTION["kernel"], self.kernel
+    def __exit__(self, *exc):
+        _ATTENTION["kernel"] = self.old
+
+# %% ../nbs/02_model.ipynb
 class CausalSelfAttention(nn.Module):
     "Multi-head causal self-attention (grouped-query when `n_kv_head < n_head`), optional RoPE and KV cache."
     def __init__(self, cfg: GPTConfig):
@@ -214,8 +255,11 @@ class CausalSelfAttention(nn.Module):
         if start > 0 and T > 1:                           # queries at start..start+T-1 see keys 0..start+T-1
             mask = torch.ones(T, start + T, dtype=torch.bool, device=x.device).tril(diagonal=start)
             causal = False
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal,
-                                           dropout_p=self.dropout if self.training else 0.0)
+        dropout = self.dropout if self.training else 0.0
+        if _ATTENTION["kernel"] == "bmm" and causal and mask is None and kv_cache is None and dropout == 0.0:
+            y = bmm_attention(q, k, v)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, dropout_p=dropout)
         y = y.transpose(1, 2).reshape(B, T, nh * hd)      # re-assemble the heads side by side
         return self.resid_dropout(self.c_proj(y))
 
@@ -558,45 +602,42 @@ def configure_optimizers(self: GPT, weight_decay: float = 0.1, learning_rate: fl
     return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, **kw)
 
 # %% ../nbs/02_model.ipynb
+def _default_attention(device_type: str, amp_dtype) -> str:
+    # bmm_attention wins on CPUs in bf16 (tiny flash-kernel GEMMs); SDPA wins in float32 and on GPUs
+    return "bmm" if device_type == "cpu" and amp_dtype == torch.bfloat16 else "sdpa"
+
 def default_train_options(device_type: str) -> dict:
-    "The default training path's settings for a device type: `amp_dtype` (None = fp32), `compile`, `sdpa_backend`."
+    "The default training path's settings for a device type: `amp_dtype` (None = fp32), `compile`, `attention` kernel."
     if device_type == "cuda":
         bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-        return dict(amp_dtype=torch.bfloat16 if bf16 else None, compile=True, sdpa_backend=None)
-    if device_type == "cpu":
+        opts = dict(amp_dtype=torch.bfloat16 if bf16 else None, compile=True)
+    elif device_type == "cpu":
         bf16 = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-        return dict(amp_dtype=torch.bfloat16 if bf16 else None, compile=False, sdpa_backend=None)
-    return dict(amp_dtype=None, compile=False, sdpa_backend=None)
+        opts = dict(amp_dtype=torch.bfloat16 if bf16 else None, compile=False)
+    else:
+        opts = dict(amp_dtype=None, compile=False)
+    return {**opts, "attention": _default_attention(device_type, opts["amp_dtype"])}
 
 def amp_context(device_type: str, amp_dtype: torch.dtype | None):
     "`torch.autocast` for `amp_dtype`, or a no-op context for full precision."
     import contextlib
     return torch.autocast(device_type, dtype=amp_dtype) if amp_dtype is not None else contextlib.nullcontext()
 
-def sdpa_context(backend: str | None):
-    "Restrict `F.scaled_dot_product_attention` to one backend ('math', 'flash', 'efficient'); None: PyTorch's choice."
-    import contextlib
-
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-    if backend is None: return contextlib.nullcontext()
-    names = {"math": SDPBackend.MATH, "flash": SDPBackend.FLASH_ATTENTION, "efficient": SDPBackend.EFFICIENT_ATTENTION}
-    if backend not in names: raise TinyLLMError(f"unknown SDPA backend {backend!r}; use one of {', '.join(names)} or None")
-    return sdpa_kernel(names[backend])
-
 def make_train_step(model: GPT, optimizer: torch.optim.Optimizer, *, amp_dtype="auto", compile="auto",
-                    sdpa_backend="auto", grad_clip: float | None = None
+                    attention="auto", grad_clip: float | None = None
                     ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     "The default training step `step(x, y) -> loss`: forward under autocast, backward, clip, optimizer step, zero grads."
     device_type = next(model.parameters()).device.type
     opts = default_train_options(device_type)
     if amp_dtype != "auto": opts["amp_dtype"] = amp_dtype
     if compile != "auto": opts["compile"] = bool(compile)
-    if sdpa_backend != "auto": opts["sdpa_backend"] = sdpa_backend
+    opts["attention"] = _default_attention(device_type, opts["amp_dtype"]) if attention == "auto" else attention
+    attention_kernel(opts["attention"])                      # validates the name now rather than at the first step
     fwd = torch.compile(model) if opts["compile"] else model
     params = [p for p in model.parameters() if p.requires_grad]
 
     def step(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        with amp_context(device_type, opts["amp_dtype"]), sdpa_context(opts["sdpa_backend"]):
+        with amp_context(device_type, opts["amp_dtype"]), attention_kernel(opts["attention"]):
             _, loss = fwd(x, y)
         loss.backward()
         if grad_clip is not None: torch.nn.utils.clip_grad_norm_(params, grad_clip)
