@@ -149,8 +149,8 @@ def profile_step(step, x, y, n=2) -> dict[str, float]:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="2 rounds; eager variants and our default path (about a minute)")
-    ap.add_argument("--rounds", type=int, default=None, help="round-robin rounds (default 5, quick 2)")
+    ap.add_argument("--quick", action="store_true", help="3 rounds, eager variants only (a minute or two)")
+    ap.add_argument("--rounds", type=int, default=None, help="round-robin rounds (default 5, quick 3)")
     ap.add_argument("--steps", type=int, default=2, help="timed steps per variant per round")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--block", type=int, default=256)
@@ -159,7 +159,7 @@ def main(argv=None):
     ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile variants")
     ap.add_argument("--no-profile", action="store_true", help="skip the profile of the default path")
     args = ap.parse_args(argv)
-    rounds = args.rounds or (2 if args.quick else 5)
+    rounds = args.rounds or (3 if args.quick else 5)
     compile_too = not args.no_compile
     if args.threads: torch.set_num_threads(args.threads)
 
