@@ -188,6 +188,19 @@ def test_grad_checkpoint_identical_and_smaller(arch):
     assert p1 < 0.8 * p0, (p0, p1)
 
 
+@pytest.mark.parametrize("arch", ARCHS)
+def test_grad_checkpoint_with_default_bf16_step(arch):
+    # the default CPU path (bf16 autocast, bmm_attention) must recompute exactly what it computed in forward
+    losses = []
+    for ck in (False, True):
+        m = tiny(arch, grad_checkpoint=ck)
+        step = make_train_step(m, m.configure_optimizers(learning_rate=1e-3), amp_dtype=torch.bfloat16,
+                               compile=False, attention="bmm")
+        x = ids(2, 65)
+        losses.append([step(x[:, :-1], x[:, 1:]).item() for _ in range(3)])
+    assert losses[0] == losses[1]
+
+
 # ---- Hugging Face export ---------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("over", [dict(arch="gpt2"), dict(arch="gpt2", bias=False, tie_weights=False),
                                   dict(arch="llama"), dict(arch="llama", n_kv_head=2, tie_weights=False)])

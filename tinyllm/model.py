@@ -235,7 +235,7 @@ class CausalSelfAttention(nn.Module):
         self.dropout = cfg.dropout
         self.resid_dropout = nn.Dropout(cfg.dropout)
 
-    def forward(self, x, rope=None, kv_cache: KVCache | None = None, layer: int = 0):
+    def forward(self, x, rope=None, kv_cache: KVCache | None = None, layer: int = 0, attn_kernel: str = "sdpa"):
         B, T, _ = x.shape
         hd, nh, nkv = self.head_dim, self.n_head, self.n_kv_head
         q, k, v = self.c_attn(x).split([nh * hd, nkv * hd, nkv * hd], dim=-1)
@@ -256,7 +256,7 @@ class CausalSelfAttention(nn.Module):
             mask = torch.ones(T, start + T, dtype=torch.bool, device=x.device).tril(diagonal=start)
             causal = False
         dropout = self.dropout if self.training else 0.0
-        if _ATTENTION["kernel"] == "bmm" and causal and mask is None and kv_cache is None and dropout == 0.0:
+        if attn_kernel == "bmm" and causal and mask is None and kv_cache is None and dropout == 0.0:
             y = bmm_attention(q, k, v)
         else:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, dropout_p=dropout)
@@ -289,8 +289,8 @@ class Block(nn.Module):
         self.ln_1, self.attn = make_norm(cfg), CausalSelfAttention(cfg)
         self.ln_2, self.mlp = make_norm(cfg), MLP(cfg)
 
-    def forward(self, x, rope=None, kv_cache=None, layer: int = 0):
-        x = x + self.attn(self.ln_1(x), rope, kv_cache, layer)
+    def forward(self, x, rope=None, kv_cache=None, layer: int = 0, attn_kernel: str = "sdpa"):
+        x = x + self.attn(self.ln_1(x), rope, kv_cache, layer, attn_kernel)
         return x + self.mlp(self.ln_2(x))
 
 # %% ../nbs/02_model.ipynb
@@ -401,9 +401,10 @@ class GPT(nn.Module):
             rope = self.rope_cos[start:start + T], self.rope_sin[start:start + T]
         x = self.transformer.drop(x)
         ckpt = cfg.grad_checkpoint and self.training and kv_cache is None and torch.is_grad_enabled()
+        kernel = _ATTENTION["kernel"]   # read once: a checkpointed block recomputes with the same kernel in backward
         for i, block in enumerate(self.transformer.h):
-            if ckpt: x = checkpoint(block, x, rope, use_reentrant=False)
-            else: x = block(x, rope, kv_cache, i)
+            if ckpt: x = checkpoint(block, x, rope, None, i, kernel, use_reentrant=False)
+            else: x = block(x, rope, kv_cache, i, kernel)
         if kv_cache is not None: kv_cache.pos = start + T
         x = self.transformer.ln_f(x)
         if targets is not None:
