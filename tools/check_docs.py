@@ -82,6 +82,31 @@ def error_outputs(nb_path: Path) -> list[str]:
     return bad
 
 
+def quarto_to_plain(nb: dict) -> dict:
+    "What Quarto does with nbdev's processed notebook, for plain nbconvert: front matter -> title, `echo: false` -> no input."
+    cells = []
+    for c in nb["cells"]:
+        src = "".join(c["source"])
+        if c["cell_type"] == "raw" and src.startswith("---"):
+            meta = dict(re.findall(r"^(\w[\w-]*):\s*(.*)$", src, re.M))
+            unq = lambda v: v.strip().strip("'\"").replace("''", "'")
+            title = unq(meta.get("title", ""))
+            desc = unq(meta.get("description", ""))
+            c = {"cell_type": "markdown", "metadata": {}, "source": f"# {title}\n\n*{desc}*" if desc else f"# {title}"}
+        elif c["cell_type"] == "code":
+            lines = src.splitlines()
+            if any(re.match(r"#\|\s*echo:\s*false", ln) for ln in lines):
+                c.setdefault("metadata", {}).setdefault("tags", []).append("remove_input")
+            c["source"] = "\n".join(ln for ln in lines if not ln.startswith("#|"))
+            for o in c.get("outputs", []):  # show_doc's Quarto link attributes mean nothing to plain Markdown
+                md = o.get("data", {}).get("text/markdown")
+                if md:
+                    o["data"]["text/markdown"] = re.sub(r"\{target=[^}]*\}", "", "".join(md))
+        cells.append(c)
+    nb["cells"] = cells
+    return nb
+
+
 def render(proc: Path, out: Path) -> list[Path]:
     "HTML page per processed notebook, links between notebooks rewritten to the HTML pages, plus index.html."
     out.mkdir(parents=True, exist_ok=True)
@@ -90,8 +115,12 @@ def render(proc: Path, out: Path) -> list[Path]:
         src = proc / nb.name
         if not src.exists():
             raise SystemExit(f"nbdev produced no processed notebook for {nb.name}")
+        prepared = out / "_nb" / nb.name
+        prepared.parent.mkdir(exist_ok=True)
+        prepared.write_text(json.dumps(quarto_to_plain(json.loads(src.read_text(encoding="utf-8")))), encoding="utf-8")
         subprocess.run([sys.executable, "-m", "jupyter", "nbconvert", "--to", "html", "--output-dir", str(out),
-                        "--log-level", "WARN", str(src)], check=True)
+                        "--no-prompt", "--TagRemovePreprocessor.remove_input_tags=remove_input",
+                        "--log-level", "WARN", str(prepared)], check=True)
         page = out / (nb.stem + ".html")
         text = page.read_text(encoding="utf-8")
         text = re.sub(r'href="(\w+)\.ipynb"', r'href="\1.html"', text)
