@@ -102,6 +102,11 @@ def quarto_to_plain(nb: dict) -> dict:
                 md = o.get("data", {}).get("text/markdown")
                 if md:
                     o["data"]["text/markdown"] = re.sub(r"\{target=[^}]*\}", "", "".join(md))
+        keep = ("id", "cell_type", "metadata", "source") + (("outputs", "execution_count") if c["cell_type"] == "code" else ())
+        c = {k: c[k] for k in keep if k in c}  # nbdev's processing leaves private keys that fail nbformat validation
+        c.setdefault("metadata", {}), c.setdefault("id", f"cell-{len(cells)}")
+        if c["cell_type"] == "code":
+            c.setdefault("outputs", []), c.setdefault("execution_count", None)
         cells.append(c)
     nb["cells"] = cells
     return nb
@@ -186,7 +191,8 @@ def main(argv=None):
     ap.add_argument("--screenshots", type=Path, default=None, help="where screenshots go (default OUT/screenshots)")
     ap.add_argument("--no-browser", action="store_true", help="build the HTML only")
     args = ap.parse_args(argv)
-    out, shots = args.out, args.screenshots or args.out / "screenshots"
+    out = args.out.resolve()
+    shots = (args.screenshots or out / "screenshots").resolve()
     if out.exists():
         shutil.rmtree(out)
     problems = []
