@@ -22,7 +22,7 @@ from pathlib import Path
 
 import regex
 
-from .core import TinyLLMError, atomic_write
+from .core import TinyLLMError, atomic_write, decode_utf8
 
 # %% auto 0
 __all__ = ['GPT2_PATTERN', 'LETTER', 'NUMBER', 'FORMAT_VERSION', 'TokenizerError', 'pretokenize', 'split_special',
@@ -143,12 +143,9 @@ def _read_text(path, start: int = 0, end: int | None = None, errors: str = "stri
     with open(path, "rb") as f:
         f.seek(start)
         data = f.read(-1 if end is None else end - start)
-    try: return data.decode("utf-8", errors=errors)
-    except UnicodeDecodeError as e:
-        off = start + e.start
-        raise TokenizerError(f"{path}: the bytes at offset {off} ({data[e.start:e.start + 4]!r}) are not valid UTF-8. "
-                             "Convert the file to UTF-8, or pass errors='replace' (CLI: --errors replace) to "
-                             "substitute U+FFFD for undecodable bytes.") from None
+    return decode_utf8(data, path, start, errors, error_cls=TokenizerError,
+                       fix="Convert the file to UTF-8, or pass errors='replace' (CLI: --errors replace) to "
+                           "substitute U+FFFD for undecodable bytes.")
 
 def find_chunk_boundaries(path, num_chunks: int, split_token: bytes | None, window: int = 1 << 16) -> list[int]:
     """Byte offsets `[0, ..., size]` cutting `path` into about `num_chunks` pieces, each cut at the start of

@@ -11,12 +11,24 @@ import tempfile
 from pathlib import Path
 
 # %% auto 0
-__all__ = ['DATA_ENV', 'SPLITS', 'GPT2_URLS', 'GPT2_SHA256', 'TinyLLMError', 'tinystories_dir', 'tinystories_file',
-           'atomic_write', 'gpt2_files', 'tiktoken_gpt2']
+__all__ = ['UTF8_FIX', 'DATA_ENV', 'SPLITS', 'GPT2_URLS', 'GPT2_SHA256', 'TinyLLMError', 'decode_utf8', 'tinystories_dir',
+           'tinystories_file', 'atomic_write', 'gpt2_files', 'tiktoken_gpt2']
 
 # %% ../nbs/00_core.ipynb
 class TinyLLMError(Exception):
     "An error in the user's input or files. The message says what is wrong and how to fix it."
+
+# %% ../nbs/00_core.ipynb
+UTF8_FIX = "tinyllm reads UTF-8 text only: convert the file first, e.g. `iconv -f latin1 -t utf-8 IN > OUT`."
+
+def decode_utf8(raw: bytes, path, offset: int = 0, errors: str = "strict", fix: str = UTF8_FIX,
+                error_cls: type = TinyLLMError) -> str:
+    "`raw` (which starts at byte `offset` of `path`) decoded as UTF-8; an invalid byte raises `error_cls` naming file and offset."
+    try:
+        return raw.decode("utf-8", errors=errors)
+    except UnicodeDecodeError as e:
+        raise error_cls(f"{path}: not valid UTF-8 at byte offset {offset + e.start} "
+                        f"({raw[e.start:e.start + 4]!r}: {e.reason}). {fix}") from None
 
 # %% ../nbs/00_core.ipynb
 DATA_ENV = "TINYLLM_DATA"

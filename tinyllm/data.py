@@ -19,7 +19,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from .core import DATA_ENV, TinyLLMError, atomic_write, tinystories_dir
+from .core import DATA_ENV, TinyLLMError, atomic_write, decode_utf8, tinystories_dir
 
 # %% auto 0
 __all__ = ['EOT_TEXT', 'HF_DATASET', 'HF_SPLITS', 'SPLIT_ALIASES', 'FORMAT', 'FORMAT_VERSION', 'normalize_story',
@@ -38,12 +38,7 @@ def normalize_story(text: str) -> str:
 # %% ../nbs/02a_data.ipynb
 def _utf8(raw: bytes, path, offset: int) -> str:
     "`raw` decoded as UTF-8; an invalid byte is an error naming the file and its byte offset (`offset` = where `raw` starts)."
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise TinyLLMError(
-            f"{path}: not valid UTF-8 at byte offset {offset + e.start} (bytes {raw[e.start:e.start + 4]!r}: {e.reason}). "
-            "tinyllm reads UTF-8 text only: convert the file first, e.g. `iconv -f latin1 -t utf-8 IN > OUT`.") from None
+    return decode_utf8(raw, path, offset)
 
 def _open(path: Path):
     "Open a source file for binary reading, turning the usual mistakes into errors that say what to pass instead."
