@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # tinyllm's two entry points. Each sets up .venv (once, or again when the dependencies change) and then:
-#   bash run.sh          the main job: tokenizer -> token files -> a short model run on TinyStories (CPU, ~2 minutes)
+#   bash run.sh          the main job: tokenizer -> token files -> tinyllm train configs/cpu-smoke.toml (CPU, ~2 minutes)
 #   bash run.sh test     the tests: nbdev_test on every notebook, then pytest
 #   bash run.sh setup    only the set-up
 # Environment: TINYLLM_DATA=folder with TinyStories' train.txt/valid.txt (default: ../shared/data/tinystories);
@@ -44,10 +44,10 @@ except TinyLLMError as e: sys.exit(f"error: {e}")')
   tinyllm tokenizer train --data "$data/train.txt" --vocab-size 4096 --out "$out/tokenizer"
   echo "== 2. data: train and valid stories -> uint16 token files"
   tinyllm data prepare --data "$data" --split train --split valid --tokenizer "$out/tokenizer" --out "$out/tokens"
-  echo "== 3. the CPU smoke run configuration, checked and printed"
-  tinyllm train configs/cpu-smoke.toml data.tokenizer="$out/tokenizer" data.tokens="$out/tokens" out_dir="$out/run" --dry-run
-  echo "== 4. a few training steps of that model on those tokens, then a sample"
-  python tools/smoke_train.py configs/cpu-smoke.toml data.tokenizer="$out/tokenizer" data.tokens="$out/tokens"
+  echo "== 3. train configs/cpu-smoke.toml on those tokens (checkpoints, metrics.jsonl and samples in $out/run)"
+  local resume=()
+  if [ -e "$out/run/checkpoints/last" ]; then resume=(--resume last); echo "(continuing the run already in $out/run)"; fi
+  tinyllm train configs/cpu-smoke.toml data.tokenizer="$out/tokenizer" data.tokens="$out/tokens" out_dir="$out/run" "${resume[@]}"
 }
 
 tests() {

@@ -107,8 +107,8 @@ def test_unknown_section_in_file(tmp_path, capsys):
 @pytest.mark.parametrize("override,message", [
     ("train.lr=fast", "train.lr = 'fast' is not a valid float"),
     ("model.n_layer=4.5", "model.n_layer = 4.5 is not a valid int"),
-    ("train.compile=1", "train.compile = 1 is not a valid bool"),
-    ("train.dtype=\"fp8\"", "train.dtype = 'fp8' is not a valid 'float32' | 'bfloat16' | 'float16'"),
+    ("train.compile=1", "train.compile = 1 is not a valid bool | 'auto'"),
+    ("train.dtype=\"fp8\"", "train.dtype = 'fp8' is not a valid 'auto' | 'float32' | 'bfloat16' | 'float16'"),
     ("train.betas=[0.9]", "train.betas = [0.9] is not a valid tuple[float, float]"),
     ("model.n_layer", "is not of the form section.key=value"),
     ("model.n_embd=100", None),  # valid: 100 / 4 heads
@@ -132,9 +132,10 @@ def test_garbled_config_files(tmp_path, capsys):
     assert status == 2 and "not UTF-8" in err
 
 
-def test_train_without_dry_run_says_trainer_is_missing(capsys):
-    status, out, err = run("train", str(ROOT / "configs" / "cpu-smoke.toml"), capsys=capsys)
-    assert status == 2 and "[model]" in out and "chapter 3" in err
+def test_train_with_missing_inputs_is_one_clear_error(tmp_path, capsys):
+    smoke = str(ROOT / "configs" / "cpu-smoke.toml")
+    status, out, err = run("train", smoke, f"data.tokenizer={str(tmp_path / 'no-tok')!r}", capsys=capsys)
+    assert status == 2 and "[model]" in out and "no-tok" in err and "Traceback" not in err
 
 
 def test_list_keys(capsys):

@@ -18,7 +18,7 @@ from .config import format_config, load_config, valid_keys
 from .core import TinyLLMError
 
 # %% auto 0
-__all__ = ['COMMANDS', 'Command', 'build_parser', 'DataConfig', 'TrainConfig', 'run_config_class', 'load_run_config', 'main']
+__all__ = ['COMMANDS', 'Command', 'build_parser', 'DataConfig', 'run_config_class', 'load_run_config', 'main']
 
 # %% ../nbs/91_cli.ipynb
 @dataclasses.dataclass(frozen=True)
@@ -82,6 +82,10 @@ def _gpt_config():
     from tinyllm.model import GPTConfig
     return GPTConfig
 
+def _train_config():
+    from tinyllm.trainer import TrainConfig
+    return TrainConfig
+
 @dataclasses.dataclass
 class DataConfig:
     "Where a run's tokenizer and token files are (made by `tinyllm tokenizer train` and `tinyllm data prepare`)."
@@ -89,30 +93,11 @@ class DataConfig:
     tokens: Path = Path("runs/tokens")
     packing: Literal["random", "stream"] = "random"
 
-@dataclasses.dataclass
-class TrainConfig:
-    "Optimisation settings of a run (the contract of chapter 3's trainer)."
-    batch_size: int = 16
-    grad_accum: int = 1
-    max_steps: int = 1000
-    lr: float = 1e-3
-    min_lr: float = 1e-4
-    warmup_steps: int = 100
-    weight_decay: float = 0.1
-    betas: tuple[float, float] = (0.9, 0.95)
-    grad_clip: float = 1.0
-    eval_interval: int = 200
-    eval_steps: int = 20
-    log_interval: int = 10
-    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
-    compile: bool = False
-
 def run_config_class():
     "The `RunConfig` dataclass (built on first use, so that importing the CLI does not import PyTorch)."
     global _RunConfig
     if _RunConfig is None:
-        GPTConfig = _gpt_config()
+        GPTConfig, TrainConfig = _gpt_config(), _train_config()
         _RunConfig = dataclasses.make_dataclass("RunConfig", [
             ("model", GPTConfig, dataclasses.field(default_factory=GPTConfig)),
             ("data", DataConfig, dataclasses.field(default_factory=DataConfig)),
@@ -135,6 +120,8 @@ def _add_train(p: argparse.ArgumentParser):
                    help="dotted overrides such as model.n_layer=4 train.lr=3e-4 (values are TOML: 4, 1e-3, true, \"text\")")
     p.add_argument("--dry-run", action="store_true", help="check and print the configuration, then stop")
     p.add_argument("--list-keys", action="store_true", help="print every key a configuration accepts, then stop")
+    p.add_argument("--resume", nargs="?", const="last", metavar="last|best|PATH",
+                   help="continue the run in out_dir from its last (default) or best checkpoint, or from a checkpoint folder")
     p.epilog = "Keys: " + "model.*, data.*, train.*, out_dir, seed (see --list-keys)."
     p.set_defaults(func=_train)
 
@@ -146,8 +133,9 @@ def _train(args):
     print(f"# tinyllm train {args.config} {' '.join(args.overrides)}".rstrip())
     print(format_config(cfg))
     if args.dry_run: return 0
-    raise TinyLLMError("the trainer arrives with chapter 3 (tinyllm.trainer); this version can only check a "
-                       "configuration: add --dry-run")
+    from tinyllm.run import run_training
+    run_training(cfg, resume=args.resume)
+    return 0
 
 # %% ../nbs/91_cli.ipynb
 def _bench_dir() -> Path | None:
