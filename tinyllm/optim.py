@@ -50,7 +50,8 @@ def wsd_schedule(step: int, *, lr: float, warmup_steps: int, max_steps: int, min
     if step < warmup_steps: return _warmup(step, lr, warmup_steps)
     if step < decay_start: return lr
     if step >= max_steps: return min_lr
-    return lr + (min_lr - lr) * (step - decay_start + 1) / (max_steps - decay_start)
+    done = (step - decay_start + 1) / (max_steps - decay_start)       # 1/n .. 1 over the decay
+    return min_lr + (lr - min_lr) * (1.0 - done)
 
 SCHEDULES = {"cosine": cosine_schedule, "constant": constant_schedule, "wsd": wsd_schedule}
 

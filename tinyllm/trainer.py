@@ -162,7 +162,8 @@ def gemm_peak_flops(device: torch.device | str = "cpu", dtype: torch.dtype = tor
                     reps: int = 5) -> float:
     "Best FLOP/s of an n×n×n matmul in `dtype` on `device`: the measured peak that MFU is quoted against."
     device = torch.device(device)
-    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    g = torch.Generator(device).manual_seed(0)            # its own generator: the training RNG stays untouched
+    a, b = (torch.randn(n, n, device=device, dtype=dtype, generator=g) for _ in range(2))
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     a @ b; sync()
     best = math.inf
@@ -540,10 +541,11 @@ def _banner(self: Trainer) -> str:
 
 # %% ../nbs/03_trainer.ipynb
 @patch
-def fit(self: Trainer, resume: str | None = None) -> dict:
+def fit(self: Trainer, resume: str | None = None, stop_after: int | None = None) -> dict:
     """Train to `config.max_steps`: log every step, evaluate and sample every `eval_interval`, checkpoint every
     `checkpoint_interval` (and at the end, and at each new best validation loss). `resume`: `'last'`, `'best'` or a
-    checkpoint folder. Returns the last training and evaluation records."""
+    checkpoint folder. `stop_after`: stop (with a checkpoint) after that step, as a time limit would, to resume later.
+    Returns the last training and evaluation records."""
     from tqdm.auto import tqdm
     cfg = self.cfg
     loggers = self._open_out_dir(resume) if self.out_dir is not None else []
@@ -556,7 +558,8 @@ def fit(self: Trainer, resume: str | None = None) -> dict:
     def emit(rec):
         for lg in loggers: lg.log(rec)
     try:
-        while self.step < cfg.max_steps:
+        end = cfg.max_steps if stop_after is None else min(cfg.max_steps, stop_after)
+        while self.step < end:
             last = self.train_step()
             emit(last)
             bar.update(1)
@@ -581,7 +584,7 @@ def fit(self: Trainer, resume: str | None = None) -> dict:
                     texts = self.sample_fn(self.model)
                     emit({"step": self.step, "samples": texts})
                     for t in texts: say(f"  sample: {t!r}")
-            periodic = self.step % cfg.checkpoint_interval == 0 or self.step == cfg.max_steps
+            periodic = self.step % cfg.checkpoint_interval == 0 or self.step == end
             if self.out_dir is not None and (periodic or best):
                 self.save(last_eval.get("val_loss") if last_eval.get("step") == self.step else None, best=best)
     finally:
