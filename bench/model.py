@@ -23,7 +23,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from tinyllm.model import GPT, GPTConfig, default_train_options, make_train_step
+from tinyllm.model import GPT, GPTConfig
+from tinyllm.optim import adamw
+from tinyllm.trainer import default_train_options, make_train_step
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -98,10 +100,10 @@ def make_variant(impl, dtype, compiled, cfg, seed=0):
     "A `step(x, y)` callable for one implementation/precision/compile combination."
     torch.manual_seed(seed)
     amp = torch.bfloat16 if dtype == "bf16" else None
-    if impl == "ours":       # make_train_step: fused AdamW, chunked CE when eager, SDPA backend per default_train_options
+    if impl == "ours":       # make_train_step: fused AdamW, chunked CE when eager, bmm attention under CPU bf16 autocast
         model = GPT(cfg)
-        return make_train_step(model, model.configure_optimizers(weight_decay=0.1, learning_rate=1e-4),
-                               amp_dtype=amp, compile=compiled)
+        return make_train_step(model, adamw(lr=1e-4, weight_decay=0.1)(model), dtype=amp or torch.float32,
+                               compile=compiled)
     model = RefGPT(cfg.vocab_size, cfg.block_size, cfg.n_layer, cfg.n_head, cfg.n_embd, sdpa=impl == "nano")
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.1)
     fwd = torch.compile(model) if compiled else model
@@ -172,9 +174,9 @@ def main(argv=None):
     default = default_train_options("cpu")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; seed preset V={cfg.vocab_size}, "
           f"T={cfg.block_size}, batch {args.batch} ({tokens} tokens/step), {fpt / 1e6:.1f} MFLOP/token")
-    print(f"default training path on CPU: amp_dtype={default['amp_dtype']}, compile={default['compile']}, "
-          f"attention kernel {default['attention']}, fused AdamW")
-    ours_default = ("ours", "bf16" if default["amp_dtype"] is not None else "fp32", default["compile"])
+    print(f"default training path on CPU: dtype={default['dtype']}, compile={default['compile']}, fused AdamW "
+          f"(attention: bmm under CPU bf16 autocast, chosen by the model)")
+    ours_default = ("ours", "bf16" if default["dtype"] == torch.bfloat16 else "fp32", default["compile"])
     specs = [(impl, dt, False) for dt in ("fp32", "bf16") for impl in ("ref", "nano", "ours")]
     if compile_too:
         if args.quick: specs.append(ours_default)

@@ -1,0 +1,210 @@
+"""What the training loop costs on top of the bare training step, and the default path against nanoGPT, in one process.
+
+    python bench/trainer.py           # full run: 5 rounds x 3 steps per variant (about 3-4 minutes here)
+    python bench/trainer.py --quick   # 3 rounds x 2 steps (a minute or two)
+
+Seed preset (d_model 256, 6 layers, 8 heads, block 256) with an 8,192-token vocabulary, batch 16, on the CPU. Variants:
+  trainer              `Trainer.train_step()` plus what `Trainer.fit` adds per step: the record written to
+                       `metrics.jsonl` (the loggers `fit` opens, in a temporary out_dir), the (disabled) progress bar.
+                       It draws its own batches from a `RandomBatches` sampler over random uint16 tokens in memory,
+                       sets the scheduled lr, clips the gradient norm (TrainConfig.grad_clip = 1.0), calls
+                       `.item()` on loss and norm, and computes tokens/s and MFU: all of it is timed.
+  bare default step    `make_train_step(model, adamw(...)(model))` with its defaults (bf16 autocast, eager on CPU,
+                       no clipping): the step the trainer adds bookkeeping to, on precomputed batches.
+  bare step + clip     the same with `grad_clip=1.0`: the same arithmetic as the trainer's step, minus bookkeeping.
+  nanoGPT ...          karpathy/nanoGPT's own model.py, unmodified, imported from ../shared/reference/nanogpt (or
+                       $NANOGPT_DIR), stepped as its train.py does (forward, backward, clip_grad_norm_ 1.0, AdamW from
+                       its configure_optimizers, zero_grad), under bf16 autocast, compiled and eager. Note: upstream
+                       train.py itself uses no autocast on a CPU (float32); `--nano-fp32` adds that compiled row too.
+Variants run interleaved (round-robin: one step of each in turn, `--steps` turns per round, the order reversed every
+other round) because the machine is shared; we report each one's median and best step. Warm-up (the first two steps,
+including compilation) is timed separately. MFU = `GPT.flops_per_token()` x tokens/s over the best bf16 2048^3 GEMM
+rate measured between rounds.
+Goals: trainer overhead (median trainer step / median bare default step - 1) < 3%; default path >= 1.3x nanoGPT
+compiled bf16 by median tokens/s.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.util
+import io
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tinyllm.data import RandomBatches
+from tinyllm.model import GPT, GPTConfig
+from tinyllm.optim import adamw
+from tinyllm.trainer import TrainConfig, Trainer, gemm_peak_flops, make_train_step
+
+ROOT = Path(__file__).resolve().parent.parent
+NANOGPT_DIR = Path(os.environ.get("NANOGPT_DIR", ROOT.parent / "shared" / "reference" / "nanogpt"))
+LR = 3e-4
+
+
+def _timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def load_nanogpt():
+    "nanoGPT's model.py as a module, or None (with the reason) when it is not there."
+    path = NANOGPT_DIR / "model.py"
+    if not path.is_file(): return None, f"{path} not found (set NANOGPT_DIR to a folder holding nanoGPT's model.py)"
+    spec = importlib.util.spec_from_file_location("nanogpt_model", path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod                     # dataclasses look their module up in sys.modules
+    spec.loader.exec_module(mod)
+    return mod, str(path)
+
+
+def nanogpt_step(mod, cfg: GPTConfig, bf16: bool, compiled: bool):
+    "A `step(x, y)` doing what nanoGPT's train.py does per iteration (GradScaler disabled: not float16)."
+    torch.manual_seed(0)
+    with contextlib.redirect_stdout(io.StringIO()):      # it prints parameter counts and "using fused AdamW"
+        model = mod.GPT(mod.GPTConfig(block_size=cfg.block_size, vocab_size=cfg.vocab_size, n_layer=cfg.n_layer,
+                                      n_head=cfg.n_head, n_embd=cfg.n_embd, dropout=0.0, bias=True))
+        opt = model.configure_optimizers(weight_decay=0.1, learning_rate=LR, betas=(0.9, 0.95), device_type="cpu")
+    fwd = torch.compile(model) if compiled else model
+    ctx = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
+
+    def step(x, y):
+        with ctx(): _, loss = fwd(x, y)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    return step
+
+
+def trainer_step(cfg: GPTConfig, tokens: np.ndarray, batch: int, out_dir: Path):
+    "A no-argument callable: one `Trainer.train_step()` plus the per-step work `Trainer.fit` adds around it."
+    from tqdm.auto import tqdm
+    torch.manual_seed(0)
+    tcfg = TrainConfig(batch_size=batch, device="cpu", dtype="auto", compile="auto", max_steps=1_000_000,
+                       warmup_steps=10, lr=LR, progress=False)
+    tr = Trainer(GPT(cfg), RandomBatches(tokens, cfg.block_size, batch, seed=0), tcfg, out_dir=out_dir,
+                 print_fn=lambda s: None)
+    loggers = tr._open_out_dir(None)                  # exactly what fit() opens: metrics.jsonl (no tb/wandb here)
+    tr._setup_mfu()
+    bar = tqdm(total=tcfg.max_steps, unit="step", disable=True)
+
+    def step():
+        rec = tr.train_step()
+        for lg in loggers: lg.log(rec)
+        bar.update(1)
+        bar.set_postfix(loss=f"{rec['loss']:.3f}", refresh=False)
+    step.trainer, step.loggers = tr, loggers
+    return step
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="3 rounds x 2 steps (a minute or two)")
+    ap.add_argument("--rounds", type=int, default=None, help="round-robin rounds (default 5, quick 3)")
+    ap.add_argument("--steps", type=int, default=None, help="timed steps per variant per round (default 3, quick 2)")
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
+    ap.add_argument("--no-compile", action="store_true", help="skip the compiled nanoGPT row(s)")
+    ap.add_argument("--nano-fp32", action="store_true", help="also nanoGPT compiled float32 (its train.py on CPU)")
+    args = ap.parse_args(argv)
+    rounds = args.rounds or (3 if args.quick else 5)
+    steps = args.steps or (2 if args.quick else 3)
+    if args.threads: torch.set_num_threads(args.threads)
+
+    cfg = GPTConfig.from_preset("seed")
+    tokens = np.random.default_rng(0).integers(0, cfg.vocab_size, size=2_000_000, dtype=np.uint16)
+    sampler = RandomBatches(tokens, cfg.block_size, args.batch, seed=1)
+    batches = [next(sampler) for _ in range(8)]       # precomputed (x, y) for the bare and nanoGPT steps
+    ntok = args.batch * cfg.block_size
+    fpt = GPT(cfg).flops_per_token()
+
+    tmp = tempfile.TemporaryDirectory(prefix="bench-trainer-")
+    variants = {"trainer (train_step + JSONL)": trainer_step(cfg, tokens, args.batch, Path(tmp.name) / "run")}
+    for name, clip in (("bare default step", None), ("bare step + clip 1.0", 1.0)):
+        torch.manual_seed(0)
+        model = GPT(cfg)
+        variants[name] = make_train_step(model, adamw(lr=LR, weight_decay=0.1)(model), grad_clip=clip)
+    opts = variants["bare default step"].options
+    nano, where = load_nanogpt()
+    if nano is None: print(f"nanoGPT rows skipped: {where}")
+    else:
+        specs = [] if args.no_compile else [("nanoGPT compiled bf16", True, True)]
+        if args.nano_fp32 and not args.no_compile: specs.append(("nanoGPT compiled fp32", False, True))
+        specs.append(("nanoGPT eager bf16", True, False))
+        for name, bf16, compiled in specs: variants[name] = nanogpt_step(nano, cfg, bf16, compiled)
+
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; seed preset V={cfg.vocab_size}, "
+          f"T={cfg.block_size}, batch {args.batch} ({ntok} tokens/step), {fpt / 1e6:.1f} MFLOP/token")
+    print(f"default path on CPU: dtype={opts['dtype']}, compile={opts['compile']}, fused AdamW, bmm attention "
+          f"(the model's choice under CPU bf16 autocast); nanoGPT: {where if nano else '-'}")
+
+    calls, counter = {}, [0]
+    for name, fn in variants.items():                 # a uniform no-argument call per variant
+        if name.startswith("trainer"): calls[name] = fn
+        else:
+            def call(fn=fn):
+                x, y = batches[counter[0] % len(batches)]
+                counter[0] += 1
+                fn(x, y)
+            calls[name] = call
+    warm = {name: _timed(lambda c=c: [c() for _ in range(2)]) for name, c in calls.items()}   # incl. compilation
+
+    times = {name: [] for name in calls}
+    per_round = {name: [] for name in calls}
+    peak, names = 0.0, list(calls)
+    for r in range(rounds):
+        peak = max(peak, gemm_peak_flops("cpu", torch.bfloat16, n=2048))
+        ts = {name: [] for name in names}
+        for _ in range(steps):                        # one step of each variant at a time: load bursts spread out
+            for name in (names if r % 2 == 0 else names[::-1]):
+                ts[name].append(_timed(calls[name]))
+        for name in names:
+            times[name] += ts[name]
+            per_round[name].append(statistics.mean(ts[name]))
+    for lg in variants["trainer (train_step + JSONL)"].loggers: lg.close()
+    logged = sum(1 for _ in open(Path(tmp.name) / "run" / "metrics.jsonl"))
+    tmp.cleanup()
+
+    print(f"bf16 GEMM peak (2048^3, best over rounds): {peak / 1e9:.0f} GFLOP/s; {rounds} rounds x {steps} steps per "
+          f"variant, interleaved step by step, order reversed every other round; trainer logged {logged} JSONL "
+          "records\n")
+    hdr = (f"{'variant':<30}{'warm-up s':>10}{'median tok/s':>14}{'best tok/s':>12}{'median ms/step':>16}"
+           f"{'MFU (median)':>14}")
+    print(hdr)
+    print("-" * len(hdr))
+    med = {n: statistics.median(t) for n, t in times.items()}
+    for name in names:
+        print(f"{name:<30}{warm[name]:>10.1f}{ntok / med[name]:>14.0f}{ntok / min(times[name]):>12.0f}"
+              f"{med[name] * 1e3:>16.0f}{fpt * ntok / med[name] / peak:>14.1%}")
+
+    def paired(a, b):
+        "Median over rounds of the ratio of the two variants' mean step in that round (robust to slow drifts)."
+        return statistics.median(x / y for x, y in zip(per_round[a], per_round[b]))
+    tr, bare, clip = "trainer (train_step + JSONL)", "bare default step", "bare step + clip 1.0"
+    over = med[tr] / med[bare] - 1
+    print(f"\ntrainer overhead vs bare default step: {over:+.1%} by median ({paired(tr, bare) - 1:+.1%} paired per "
+          f"round); goal < 3%: {'met' if over < 0.03 else 'NOT met'}")
+    print(f"  of which bookkeeping (vs bare step + clip 1.0, the same arithmetic): {med[tr] / med[clip] - 1:+.1%} "
+          f"by median ({paired(tr, clip) - 1:+.1%} paired)")
+    ref = "nanoGPT compiled bf16"
+    if ref in med:
+        speed = med[ref] / med[bare]
+        print(f"default path vs {ref}: {speed:.2f}x by median tokens/s ({paired(ref, bare):.2f}x paired); "
+              f"goal >= 1.3x: {'met' if speed >= 1.3 else 'NOT met'}; with clipping on both: "
+              f"{med[ref] / med[clip]:.2f}x")
+        print(f"  (nanoGPT compile + first two steps: {warm[ref]:.1f} s; Inductor caches kernels on disk, so a second "
+              "run compiles faster)")
+    else: print("default path vs nanoGPT compiled bf16: not measured (see above)")
+
+
+if __name__ == "__main__":
+    main()
