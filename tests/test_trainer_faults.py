@@ -35,6 +35,14 @@ _rng = np.random.default_rng(0)
 TOKENS = np.where(_rng.random(20_000) < 0.1, _rng.integers(0, 256, 20_000), np.arange(20_000) * 7 % 256).astype(np.uint16)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    "One intra-op thread: these tiny models gain nothing from more, and lose a lot when the cores are busy."
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
 def cfg(**kw):
     base = dict(batch_size=4, max_steps=8, lr=1e-3, min_lr=1e-4, warmup_steps=2, eval_interval=4, eval_steps=2,
                 checkpoint_interval=2, log_interval=4, device="cpu", dtype="float32", compile=False, progress=False,
@@ -51,6 +59,13 @@ def make_trainer(out_dir=None, *, model=None, seed=0, print_fn=None, **kw):
                    val_batches=[next(val) for _ in range(c.eval_steps)], out_dir=out_dir,
                    print_fn=print_fn or (lambda s: None))
 
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    "An uninterrupted run of `make_trainer()`'s defaults: what every interrupted run must end up equal to."
+    out = tmp_path_factory.mktemp("reference")
+    make_trainer(out).fit()
+    return out
 
 def train_records(out_dir):
     return [(r["step"], r["loss"]) for r in read_metrics(Path(out_dir) / "metrics.jsonl") if "loss" in r]
@@ -97,10 +112,11 @@ CHILD = textwrap.dedent(f"""
     from tinyllm.trainer import Trainer, TrainConfig
 
     out, resume = sys.argv[1], (sys.argv[2] if len(sys.argv) > 2 else None)
-    if os.environ.get("SLOW_FSYNC"):                 # a slow disk: the checkpoint's temporary folder lives a while
-        delay, fsync = float(os.environ["SLOW_FSYNC"]), checkpoint._fsync_file
+    if os.environ.get("SLOW_FSYNC"):                 # a slow disk from checkpoint step N on: its temporary folder lives
+        delay, from_step = map(float, os.environ["SLOW_FSYNC"].split(":"))    # a while (the folder: .step-NNNNNNN.*.tmp)
+        fsync = checkpoint._fsync_file
         def slow_fsync(path):
-            time.sleep(delay)
+            if int(path.parent.name[6:13]) >= from_step: time.sleep(delay)
             fsync(path)
         checkpoint._fsync_file = slow_fsync
     pace, train_step = float(os.environ.get("STEP_DELAY", "0")), Trainer.train_step
@@ -156,21 +172,20 @@ def test_sigkill_at_random_moments_then_resume_is_bit_identical(tmp_path):
     try:
         for i, kind in enumerate(plan):
             logged, before = _max_step(out), temp_dirs(ckpts)
-            child_env = {**env, "STEP_DELAY": "0.02", **({"SLOW_FSYNC": "0.3"} if kind == "checkpoint" else {})}
+            target = min(max(logged + rng.randint(2, 9), 3), MAX_STEPS - 1)
+            child_env = {**env, "STEP_DELAY": "0.02", **({"SLOW_FSYNC": f"2:{target}"} if kind == "checkpoint" else {})}
             log = tmp_path / f"launch-{i}.log"
             with open(log, "w") as f:
                 args = [sys.executable, str(script), str(out)] + (["last"] if i else [])
                 proc = subprocess.Popen(args, env=child_env, stdout=f, stderr=subprocess.STDOUT)
                 try:
                     if kind == "step":                                   # after a random number of new steps
-                        target = min(max(logged + rng.randint(2, 9), 3), MAX_STEPS - 1)
                         alive = _wait_for(lambda t=target: _max_step(out) >= t, proc)
                         time.sleep(rng.uniform(0, 0.03))
-                    elif kind == "checkpoint":                           # while a checkpoint is being written
-                        target = logged + rng.randint(1, 8)
+                    elif kind == "checkpoint":                           # while checkpoint >= target is written
                         writing = lambda b=before, t=target: [n for n in temp_dirs(ckpts) - b if int(n[6:13]) >= t]
                         alive = _wait_for(writing, proc)
-                        time.sleep(rng.uniform(0, 0.2))
+                        time.sleep(rng.uniform(0, 1.0))                  # its two fsyncs take 4 s
                     if kind is not None:
                         assert alive, f"launch {i} ended before the kill:\n{log.read_text()}"
                         proc.send_signal(signal.SIGKILL)
@@ -203,8 +218,7 @@ def test_sigkill_at_random_moments_then_resume_is_bit_identical(tmp_path):
 # ---- 2. a damaged checkpoint --------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("victim, damage", [("model.safetensors", "corrupt"), ("state.pt", "truncate"),
                                             ("model.safetensors", "delete")])
-def test_damaged_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, victim, damage):
-    make_trainer(tmp_path / "full").fit()
+def test_damaged_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, reference, victim, damage):
     make_trainer(tmp_path / "run").fit(stop_after=6)
     ckpts = tmp_path / "run/checkpoints"
     newest = ckpts / "step-0000006"
@@ -224,8 +238,8 @@ def test_damaged_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, vict
     warnings = [s for s in lines if s.startswith("warning")]
     assert len(warnings) == 1 and str(newest) in warnings[0] and victim in warnings[0], lines
     assert any(s.startswith("resumed from") and s.split()[2].endswith("step-0000004") for s in lines), lines
-    assert_same_weights(tmp_path / "full/checkpoints/last", ckpts / "last")
-    assert train_records(tmp_path / "run") == train_records(tmp_path / "full")
+    assert_same_weights(reference / "checkpoints/last", ckpts / "last")
+    assert train_records(tmp_path / "run") == train_records(reference)
     verify_checkpoint(newest)                        # written again by the resumed run
 
 
@@ -239,7 +253,7 @@ def test_a_named_damaged_checkpoint_is_refused(tmp_path):
 
 # ---- 3. a full disk -----------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("writer", ["safetensors", "torch.save"])
-def test_full_disk_while_checkpointing(tmp_path, monkeypatch, writer):
+def test_full_disk_while_checkpointing(tmp_path, reference, monkeypatch, writer):
     import safetensors.torch
     calls = []
     module, name = (safetensors.torch, "save_file") if writer == "safetensors" else (checkpoint.torch, "save")
@@ -263,9 +277,8 @@ def test_full_disk_while_checkpointing(tmp_path, monkeypatch, writer):
     # space freed: the run resumes and ends as if the disk had never filled up
     monkeypatch.undo()
     make_trainer(out).fit(resume="last")
-    make_trainer(tmp_path / "full").fit()
-    assert_same_weights(tmp_path / "full/checkpoints/last", ckpts / "last")
-    assert train_records(out) == train_records(tmp_path / "full")
+    assert_same_weights(reference / "checkpoints/last", ckpts / "last")
+    assert train_records(out) == train_records(reference)
 
 
 # ---- 4. an output folder that cannot be written -------------------------------------------------------------------------
