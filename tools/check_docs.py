@@ -82,6 +82,25 @@ def error_outputs(nb_path: Path) -> list[str]:
     return bad
 
 
+IMPORT_LINE = re.compile(r"^\s*(import \w|from [\w.]+ import )|;\s*(import|from) \w")
+
+
+def mixed_import_cells(nb_path: Path) -> list[str]:
+    """Code cells that import *and* do other work. nbdev's docs processing executes every importing cell on its own
+    (to render `show_doc`), so such a cell fails there with a NameError even though the notebook runs top to bottom."""
+    nb = json.loads(nb_path.read_text(encoding="utf-8"))
+    bad = []
+    for i, c in enumerate(nb["cells"]):
+        lines = "".join(c["source"]).splitlines() if c["cell_type"] == "code" else []
+        if any(re.match(r"#\|\s*export", ln) for ln in lines):
+            continue
+        code = [ln for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
+        imports = [ln for ln in code if IMPORT_LINE.search(ln)]
+        if imports and len(imports) < len(code):
+            bad.append(f"cell {i} mixes `{imports[0].strip()}` with other code: move the import to an import-only cell")
+    return bad
+
+
 def quarto_to_plain(nb: dict) -> dict:
     "What Quarto does with nbdev's processed notebook, for plain nbconvert: front matter -> title, `echo: false` -> no input."
     cells = []
@@ -198,6 +217,7 @@ def main(argv=None):
     problems = []
     for nb in notebooks():
         problems += [f"{nb.name}: saved output shows an exception ({e})" for e in error_outputs(nb)]
+        problems += [f"{nb.name}: {e}" for e in mixed_import_cells(nb)]
     proc = process(problems)
     if problems:
         print("docs check FAILED:\n  " + "\n  ".join(problems))
