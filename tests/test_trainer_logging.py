@@ -18,7 +18,7 @@ from tinyllm.trainer import Trainer, TrainConfig, read_metrics
 
 _rng = np.random.default_rng(0)
 TOKENS = np.where(_rng.random(20_000) < 0.1, _rng.integers(0, 256, 20_000), np.arange(20_000) * 7 % 256).astype(np.uint16)
-TRAIN_KEYS = {"step", "loss", "lr", "grad_norm", "tokens_per_sec"}
+TRAIN_KEYS = {"step", "loss", "lr", "grad_norm", "tokens_per_sec", "memory_mb", "skipped"}
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -55,6 +55,7 @@ def test_jsonl_has_every_field_of_every_record(tmp_path):
         assert TRAIN_KEYS <= r.keys(), r
         assert all(isinstance(r[k], (int, float)) and math.isfinite(r[k]) for k in TRAIN_KEYS), r
         assert r["tokens_per_sec"] > 0 and r["grad_norm"] > 0 and r["tokens"] == r["step"] * 4 * 32
+        assert r["memory_mb"] > 10            # the peak resident set of a process that has imported torch
     assert train[0]["lr"] == pytest.approx(1e-3 / 2) and train[1]["lr"] == pytest.approx(1e-3)     # warmup, then peak
     for r in evals:
         assert {"step", "val_loss", "val_ppl", "val_bpb"} <= r.keys(), r
@@ -93,7 +94,7 @@ def test_tensorboard_scalars_match_the_jsonl(tmp_path):
     assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
     acc = EventAccumulator(str(tmp_path / "tensorboard"), size_guidance={"scalars": 0})
     acc.Reload()
-    assert {"loss", "lr", "grad_norm", "tokens_per_sec", "val_loss", "val_ppl", "val_bpb"} <= set(acc.Tags()["scalars"])
+    assert {"loss", "lr", "grad_norm", "tokens_per_sec", "memory_mb", "val_loss", "val_ppl", "val_bpb"} <= set(acc.Tags()["scalars"])
     train, evals = split(tmp_path)
     for tag, recs in (("loss", train), ("lr", train), ("grad_norm", train), ("val_loss", evals), ("val_bpb", evals)):
         logged = [(e.step, e.value) for e in acc.Scalars(tag)]

@@ -428,7 +428,7 @@ def train_step(self: Trainer) -> dict:
     dt = time.perf_counter() - t0
     self.elapsed += dt
     rec.update(tokens=self.tokens_seen, tokens_per_sec=ntok * self.identity["world_size"] / dt, skipped=self.skipped,
-               time=self.elapsed)
+               time=self.elapsed, memory_mb=peak_memory_mb(self.device))
     if self._flops_per_token: rec["mfu"] = self._flops_per_token(batches[0]) * rec["tokens_per_sec"] / self._peak
     return rec
 
