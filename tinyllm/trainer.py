@@ -26,11 +26,13 @@ from fastcore.basics import patch
 from .checkpoint import (list_checkpoints, load_weights, prune_checkpoints, remove_stale, resolve_checkpoint,
                                 save_checkpoint, set_pointer, verify_checkpoint)
 from .core import TinyLLMError, atomic_write
+from .distributed import (DistributedError, all_reduce_mean, broadcast_object, gather_objects, is_distributed,
+                                 lost_peer, rank)
 from .optim import make_optimizer, make_schedule
 
 # %% auto 0
-__all__ = ['TrainConfig', 'bf16_supported', 'resolve_device', 'default_train_options', 'resolve_precision', 'autocast',
-           'default_loss', 'to_device', 'batch_tokens', 'rng_state', 'set_rng_state', 'gemm_peak_flops',
+__all__ = ['TrainConfig', 'cpu_flags', 'bf16_supported', 'resolve_device', 'default_train_options', 'resolve_precision',
+           'autocast', 'default_loss', 'to_device', 'batch_tokens', 'rng_state', 'set_rng_state', 'gemm_peak_flops',
            'peak_memory_mb', 'JSONLLogger', 'read_metrics', 'TensorBoardLogger', 'WandbLogger', 'find_nonfinite',
            'NonFiniteError', 'world_size', 'set_deterministic', 'ResumeMismatchError', 'Trainer', 'make_train_step']
 
@@ -54,6 +56,7 @@ class TrainConfig:
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"   # auto: bf16 where the hardware has it
     compile: bool | Literal["auto"] = "auto"   # auto: torch.compile on CUDA, eager on CPU (faster there)
     deterministic: bool = False     # GPU: deterministic kernels (slower), see "Reproducibility on a GPU"
+    dist_timeout: float = 300.0     # seconds a process waits for its peers (runs of several processes, torchrun)
     nonfinite: Literal["skip", "halt"] = "halt"   # a NaN/inf loss or gradient: skip that step, or stop and diagnose
     max_skipped: int = 10           # consecutive skipped steps after which the run halts anyway
     eval_interval: int = 200        # steps between evaluations (and after the last step)
@@ -76,16 +79,27 @@ class TrainConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise TinyLLMError(f"train.{name}={v!r} must be a positive integer")
+        if self.dist_timeout <= 0: raise TinyLLMError(f"train.dist_timeout={self.dist_timeout} must be > 0 seconds")
         if self.grad_clip < 0: raise TinyLLMError(f"train.grad_clip={self.grad_clip} must be >= 0 (0 turns clipping off)")
         make_schedule(self.schedule, lr=self.lr, warmup_steps=self.warmup_steps, max_steps=self.max_steps,
                       min_lr=self.min_lr, decay_frac=self.decay_frac)     # checks the schedule's numbers now
         make_optimizer(self.optimizer, lr=self.lr)                        # and the optimizer's name
 
 # %% ../nbs/03_trainer.ipynb
+def cpu_flags() -> set[str]:
+    "The CPU's feature flags from /proc/cpuinfo (`flags` on x86, `Features` on ARM); empty where there is no such file."
+    try: text = Path("/proc/cpuinfo").read_text()
+    except OSError: return set()
+    line = next((ln for ln in text.splitlines() if ln.startswith(("flags", "Features"))), ":")
+    return set(line.split(":", 1)[1].split())
+
 def bf16_supported(device_type: str) -> bool:
     "Whether `device_type` computes bf16 natively (CUDA from Ampere on; CPUs with AVX512-BF16 or AMX)."
     if device_type == "cuda": return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    if device_type == "cpu": return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    if device_type == "cpu":
+        if not (torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()): return False
+        flags = cpu_flags()            # oneDNN says yes on any AVX-512 CPU, emulating bf16 (slower than fp32) without these
+        return not flags or bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
     return False
 
 def resolve_device(device: str) -> torch.device:
@@ -166,9 +180,9 @@ def gemm_peak_flops(device: torch.device | str = "cpu", dtype: torch.dtype = tor
     g = torch.Generator(device).manual_seed(0)            # its own generator: the training RNG stays untouched
     a, b = (torch.randn(n, n, device=device, dtype=dtype, generator=g) for _ in range(2))
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    a @ b; sync()
-    best = math.inf
-    for _ in range(reps):
+    t0 = time.perf_counter(); a @ b; sync()
+    best = time.perf_counter() - t0                        # the warm-up counts too: a slow kernel is timed once
+    for _ in range(reps if best < 0.5 else 0):
         t0 = time.perf_counter(); a @ b; sync()
         best = min(best, time.perf_counter() - t0)
     return 2 * n ** 3 / best
@@ -336,7 +350,13 @@ class Trainer:
         self.dtype, self.compiled = resolve_precision(cfg, self.device)
         if cfg.deterministic: set_deterministic()
         self.model = model.to(self.device)
-        self.fwd = torch.compile(model) if self.compiled else model
+        self.ddp = None                                     # several processes: DDP averages the gradients
+        if is_distributed():
+            from torch.nn.parallel import DistributedDataParallel as DDP
+            ids = [torch.cuda.current_device()] if self.device.type == "cuda" else None   # set by init_distributed
+            self.ddp = DDP(model, device_ids=ids)
+        train_model = self.ddp or model
+        self.fwd = torch.compile(train_model) if self.compiled else train_model
         self.params = [p for p in model.parameters() if p.requires_grad]
         factory = optimizer or make_optimizer(cfg.optimizer, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
         self.optimizer = factory if isinstance(factory, torch.optim.Optimizer) else factory(model)
@@ -344,7 +364,9 @@ class Trainer:
                                       min_lr=cfg.min_lr, decay_frac=cfg.decay_frac)
         self.scaler = torch.amp.GradScaler(self.device.type) if self.dtype == torch.float16 else None
         self.train_batches, self.val_batches = train_batches, list(val_batches or [])
-        self.loss_fn, self.sample_fn, self.print = loss_fn or default_loss, sample_fn, print_fn
+        self.loss_fn, self.sample_fn = loss_fn or default_loss, sample_fn
+        self.main = rank() == 0                             # the process that prints, logs, samples and saves
+        self.print = print_fn if self.main else (lambda s: None)
         self.out_dir = Path(out_dir) if out_dir is not None else None
         if self.out_dir is not None and not hasattr(train_batches, "state_dict"):
             raise TinyLLMError("train_batches has no state_dict(): checkpoints could not resume the data where it "
@@ -398,10 +420,13 @@ def train_step(self: Trainer) -> dict:
                                "train.max_steps or give an iterator that does not end (e.g. StreamBatches(epochs=None))") from None
         batches.append(batch)
         ntok += batch_tokens(batch)
-        with self._amp(): loss = self.loss_fn(self.fwd, batch)
-        loss_sum += loss.detach().float()
-        scaled = loss / cfg.grad_accum                      # the mean over micro-batches, as one big batch would give
-        (self.scaler.scale(scaled) if self.scaler else scaled).backward()
+        last_micro = len(batches) == cfg.grad_accum        # DDP averages gradients across processes only then
+        with (self.ddp.no_sync() if self.ddp and not last_micro else contextlib.nullcontext()):
+            with self._amp(): loss = self.loss_fn(self.fwd, batch)
+            loss_sum += loss.detach().float()
+            scaled = loss / cfg.grad_accum                  # the mean over micro-batches, as one big batch would give
+            (self.scaler.scale(scaled) if self.scaler else scaled).backward()
+    all_reduce_mean(loss_sum)                               # every process logs (and judges) the global mean loss
     if self.scaler: self.scaler.unscale_(opt)               # clip and check the true gradients, not the scaled ones
     grads = [p.grad for p in self.params if p.grad is not None]
     norm = (torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip) if cfg.grad_clip > 0
@@ -462,16 +487,26 @@ def save(self: Trainer, val_loss: float | None = None, best: bool = False) -> Pa
     if bad: raise NonFiniteError(f"refusing to checkpoint step {self.step}: parameters {', '.join(bad[:3])} are not "
                                  f"finite. The last good checkpoint ({self.last_checkpoint}) is untouched.")
     root = self.out_dir / "checkpoints"
-    state = {"optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict() if self.scaler else None,
-             "step": self.step, "tokens_seen": self.tokens_seen, "skipped": self.skipped, "best_val": self.best_val,
-             "elapsed": self.elapsed, "rng": rng_state(), "batches": {"train": self.train_batches.state_dict()},
-             "schedule": {"name": self.cfg.schedule, "step": self.step, "lr": self.schedule(self.step)}}
-    meta = {"step": self.step, "tokens_seen": self.tokens_seen, "val_loss": val_loss, "identity": self.identity,
-            "config": self.run_config, "torch": torch.__version__, "saved_unix_time": time.time()}
-    path = save_checkpoint(root, self.step, self.model.state_dict(), state, meta)
-    set_pointer(root, "last", path)
-    if best: set_pointer(root, "best", path)
-    prune_checkpoints(root, self.cfg.keep_checkpoints)
+    ranks = gather_objects({"rng": rng_state(), "batches": self.train_batches.state_dict()})   # each process's own
+    path = problem = None
+    if self.main:                                           # one process writes; the others wait for its answer
+        state = {"optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict() if self.scaler else None,
+                 "step": self.step, "tokens_seen": self.tokens_seen, "skipped": self.skipped, "best_val": self.best_val,
+                 "elapsed": self.elapsed, "rng": ranks[0]["rng"], "batches": {"train": ranks[0]["batches"]},
+                 "ranks": ranks if len(ranks) > 1 else None,
+                 "schedule": {"name": self.cfg.schedule, "step": self.step, "lr": self.schedule(self.step)}}
+        meta = {"step": self.step, "tokens_seen": self.tokens_seen, "val_loss": val_loss, "identity": self.identity,
+                "config": self.run_config, "torch": torch.__version__, "saved_unix_time": time.time()}
+        try:
+            path = save_checkpoint(root, self.step, self.model.state_dict(), state, meta)
+            set_pointer(root, "last", path)
+            if best: set_pointer(root, "best", path)
+            prune_checkpoints(root, self.cfg.keep_checkpoints)
+        except TinyLLMError as e:
+            problem = e
+            if not is_distributed(): raise
+    path, message = broadcast_object((path, str(problem) if problem else None))
+    if message: raise problem if problem else TinyLLMError(f"the checkpoint of step {self.step} failed: {message}")
     self.last_checkpoint = path
     return path
 
@@ -490,16 +525,17 @@ def load(self: Trainer, path) -> dict:
     state = torch.load(path / "state.pt", map_location="cpu", weights_only=True)
     self.optimizer.load_state_dict(state["optimizer"])
     if self.scaler is not None and state["scaler"] is not None: self.scaler.load_state_dict(state["scaler"])
-    self.train_batches.load_state_dict(state["batches"]["train"])
-    set_rng_state(state["rng"])
+    mine = state["ranks"][rank()] if state.get("ranks") else {"batches": state["batches"]["train"], "rng": state["rng"]}
+    self.train_batches.load_state_dict(mine["batches"])
+    set_rng_state(mine["rng"])
     self.step, self.tokens_seen, self.skipped = state["step"], state["tokens_seen"], state["skipped"]
     self.best_val, self.elapsed, self.last_checkpoint = state["best_val"], state["elapsed"], path
     return meta
 
 # %% ../nbs/03_trainer.ipynb
 @patch
-def _open_out_dir(self: Trainer, resume: str | None) -> list:
-    "Check `out_dir` is writable, refuse to overwrite a run, resume if asked; return the loggers."
+def _check_out_dir(self: Trainer, resume: str | None) -> Path | None:
+    "Check `out_dir` is writable and holds no run unless resuming; return the checkpoint to resume from (or None)."
     out, root = self.out_dir, self.out_dir / "checkpoints"
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -512,10 +548,24 @@ def _open_out_dir(self: Trainer, resume: str | None) -> list:
     if resume is None and list_checkpoints(root):
         raise TinyLLMError(f"{out} already holds a run (checkpoints up to {list_checkpoints(root)[-1].name}). Continue "
                            "it with --resume last, or choose another out_dir; nothing was changed.")
-    if resume is not None:
-        path = resolve_checkpoint(root, resume, warn=self.print)
+    return resolve_checkpoint(root, resume, warn=self.print) if resume is not None else None
+
+@patch
+def _open_out_dir(self: Trainer, resume: str | None) -> list:
+    "Check `out_dir` is writable, refuse to overwrite a run, resume if asked; return the loggers."
+    out, path, problem = self.out_dir, None, None
+    if self.main:                                            # one process checks and chooses; all of them resume
+        try:
+            path = self._check_out_dir(resume)
+        except TinyLLMError as e:
+            problem = e
+            if not is_distributed(): raise
+    path, message = broadcast_object((path, str(problem) if problem else None))
+    if message: raise problem if problem else TinyLLMError(message)
+    if path is not None:
         self.load(path)
         self.print(f"resumed from {path} (step {self.step}, {self.tokens_seen:,} tokens seen)")
+    if not self.main: return []
     for name, text in self.extra_files.items():
         with atomic_write(out / name, "w", encoding="utf-8") as f: f.write(text)
     loggers = [JSONLLogger(out / "metrics.jsonl", keep_until=self.step)]
@@ -530,7 +580,7 @@ def _setup_mfu(self: Trainer) -> None:
     fpt = getattr(self.model, "flops_per_token", None)
     self._flops_per_token = (lambda batch: fpt(batch_tokens(batch) // len(batch[-1]))) if callable(fpt) else None
     if self._flops_per_token:
-        n = 8192 if self.device.type == "cuda" else 2048
+        n = 8192 if self.device.type == "cuda" else 512 if self.dtype == torch.float16 else 2048   # CPUs: no fast fp16 GEMM
         self._peak = self.cfg.peak_flops or gemm_peak_flops(self.device, self.dtype, n=n)
 
 @patch
@@ -554,7 +604,7 @@ def fit(self: Trainer, resume: str | None = None, stop_after: int | None = None)
     cfg = self.cfg
     loggers = self._open_out_dir(resume) if self.out_dir is not None else []
     self._setup_mfu()
-    show_bar = sys.stderr.isatty() if cfg.progress == "auto" else bool(cfg.progress)
+    show_bar = self.main and (sys.stderr.isatty() if cfg.progress == "auto" else bool(cfg.progress))
     bar = tqdm(total=cfg.max_steps, initial=self.step, unit="step", dynamic_ncols=True, disable=not show_bar)
     say = bar.write if show_bar else self.print
     say(self._banner())
@@ -577,7 +627,7 @@ def fit(self: Trainer, resume: str | None = None, stop_after: int | None = None)
                     + (f" | MFU {last['mfu']:.1%}" if "mfu" in last else "") + f" | ETA {eta / 60:.1f} min")
             best = False
             if self.step % cfg.eval_interval == 0 or self.step == cfg.max_steps:
-                last_eval = self.evaluate()
+                last_eval = broadcast_object(self.evaluate())     # one verdict on "best" for every process
                 if last_eval:
                     emit(last_eval)
                     best = last_eval["val_loss"] < self.best_val
@@ -585,13 +635,19 @@ def fit(self: Trainer, resume: str | None = None, stop_after: int | None = None)
                     say(f"eval @ step {self.step}: val loss {last_eval['val_loss']:.4f}, ppl {last_eval['val_ppl']:.2f}"
                         + (f", {last_eval['val_bpb']:.4f} bits/byte" if "val_bpb" in last_eval else "")
                         + (" (best so far)" if best else ""))
-                if self.sample_fn and cfg.samples:
+                if self.sample_fn and cfg.samples and self.main:
                     texts = self.sample_fn(self.model)
                     emit({"step": self.step, "samples": texts})
                     for t in texts: say(f"  sample: {t!r}")
             periodic = self.step % cfg.checkpoint_interval == 0 or self.step == end
             if self.out_dir is not None and (periodic or best):
                 self.save(last_eval.get("val_loss") if last_eval.get("step") == self.step else None, best=best)
+    except Exception as e:
+        if not lost_peer(e): raise
+        raise DistributedError(
+            f"process {rank()} lost contact with another process of the run at step {self.step + 1} "
+            f"({type(e).__name__}: {str(e).splitlines()[0]}), so it stops too. The last checkpoint, "
+            f"{self.last_checkpoint or '(none yet)'}, is intact: restart every process with --resume last.") from e
     finally:
         bar.close()
         for lg in loggers: lg.close()
