@@ -11,7 +11,9 @@ import json
 import math
 import os
 import random
+import signal
 import sys
+import threading
 import time
 import warnings
 from dataclasses import dataclass
@@ -34,7 +36,8 @@ from .optim import make_optimizer, make_schedule
 __all__ = ['TrainConfig', 'cpu_flags', 'bf16_supported', 'resolve_device', 'default_train_options', 'resolve_precision',
            'autocast', 'default_loss', 'to_device', 'batch_tokens', 'rng_state', 'set_rng_state', 'gemm_peak_flops',
            'peak_memory_mb', 'JSONLLogger', 'read_metrics', 'TensorBoardLogger', 'WandbLogger', 'find_nonfinite',
-           'NonFiniteError', 'world_size', 'set_deterministic', 'ResumeMismatchError', 'Trainer', 'make_train_step']
+           'NonFiniteError', 'world_size', 'set_deterministic', 'ResumeMismatchError', 'Trainer', 'Terminated',
+           'sigterm_raises', 'make_train_step']
 
 # %% ../nbs/03_trainer.ipynb
 @dataclass
@@ -594,6 +597,18 @@ def _banner(self: Trainer) -> str:
             f"{cfg.warmup_steps} | out: {self.out_dir or '(no checkpoints)'}")
 
 # %% ../nbs/03_trainer.ipynb
+class Terminated(BaseException):
+    "SIGTERM arrived (torchrun stopping the other processes of a failed run, or a scheduler's pre-emption)."
+
+@contextlib.contextmanager
+def sigterm_raises():
+    "Inside: SIGTERM raises `Terminated` (so the run stops with a message) instead of ending the process silently."
+    if threading.current_thread() is not threading.main_thread(): yield; return
+    def handler(signum, frame): raise Terminated()
+    old = signal.signal(signal.SIGTERM, handler)
+    try: yield
+    finally: signal.signal(signal.SIGTERM, old)
+
 @patch
 def fit(self: Trainer, resume: str | None = None, stop_after: int | None = None) -> dict:
     """Train to `config.max_steps`: log every step, evaluate and sample every `eval_interval`, checkpoint every
@@ -612,36 +627,42 @@ def fit(self: Trainer, resume: str | None = None, stop_after: int | None = None)
     def emit(rec):
         for lg in loggers: lg.log(rec)
     try:
-        end = cfg.max_steps if stop_after is None else min(cfg.max_steps, stop_after)
-        while self.step < end:
-            last = self.train_step()
-            emit(last)
-            bar.update(1)
-            bar.set_postfix(loss=f"{last['loss']:.3f}", refresh=False)
-            if not show_bar and (self.step % cfg.log_interval == 0 or self.step == cfg.max_steps):
-                dt = max(self.elapsed - mark[2], 1e-9)         # training time since the last line (no evals)
-                tps, eta = (self.tokens_seen - mark[1]) / dt, dt / (self.step - mark[0]) * (cfg.max_steps - self.step)
-                mark = (self.step, self.tokens_seen, self.elapsed)
-                say(f"step {self.step:>6}/{cfg.max_steps} | loss {last['loss']:.4f} | lr {last['lr']:.2e} | grad norm "
-                    f"{last['grad_norm']:.3f} | {tps:,.0f} tok/s"
-                    + (f" | MFU {last['mfu']:.1%}" if "mfu" in last else "") + f" | ETA {eta / 60:.1f} min")
-            best = False
-            if self.step % cfg.eval_interval == 0 or self.step == cfg.max_steps:
-                last_eval = broadcast_object(self.evaluate())     # one verdict on "best" for every process
-                if last_eval:
-                    emit(last_eval)
-                    best = last_eval["val_loss"] < self.best_val
-                    if best: self.best_val = last_eval["val_loss"]
-                    say(f"eval @ step {self.step}: val loss {last_eval['val_loss']:.4f}, ppl {last_eval['val_ppl']:.2f}"
-                        + (f", {last_eval['val_bpb']:.4f} bits/byte" if "val_bpb" in last_eval else "")
-                        + (" (best so far)" if best else ""))
-                if self.sample_fn and cfg.samples and self.main:
-                    texts = self.sample_fn(self.model)
-                    emit({"step": self.step, "samples": texts})
-                    for t in texts: say(f"  sample: {t!r}")
-            periodic = self.step % cfg.checkpoint_interval == 0 or self.step == end
-            if self.out_dir is not None and (periodic or best):
-                self.save(last_eval.get("val_loss") if last_eval.get("step") == self.step else None, best=best)
+        with sigterm_raises():
+            end = cfg.max_steps if stop_after is None else min(cfg.max_steps, stop_after)
+            while self.step < end:
+                last = self.train_step()
+                emit(last)
+                bar.update(1)
+                bar.set_postfix(loss=f"{last['loss']:.3f}", refresh=False)
+                if not show_bar and (self.step % cfg.log_interval == 0 or self.step == cfg.max_steps):
+                    dt = max(self.elapsed - mark[2], 1e-9)         # training time since the last line (no evals)
+                    tps, eta = (self.tokens_seen - mark[1]) / dt, dt / (self.step - mark[0]) * (cfg.max_steps - self.step)
+                    mark = (self.step, self.tokens_seen, self.elapsed)
+                    say(f"step {self.step:>6}/{cfg.max_steps} | loss {last['loss']:.4f} | lr {last['lr']:.2e} | grad norm "
+                        f"{last['grad_norm']:.3f} | {tps:,.0f} tok/s"
+                        + (f" | MFU {last['mfu']:.1%}" if "mfu" in last else "") + f" | ETA {eta / 60:.1f} min")
+                best = False
+                if self.step % cfg.eval_interval == 0 or self.step == cfg.max_steps:
+                    last_eval = broadcast_object(self.evaluate())     # one verdict on "best" for every process
+                    if last_eval:
+                        emit(last_eval)
+                        best = last_eval["val_loss"] < self.best_val
+                        if best: self.best_val = last_eval["val_loss"]
+                        say(f"eval @ step {self.step}: val loss {last_eval['val_loss']:.4f}, ppl {last_eval['val_ppl']:.2f}"
+                            + (f", {last_eval['val_bpb']:.4f} bits/byte" if "val_bpb" in last_eval else "")
+                            + (" (best so far)" if best else ""))
+                    if self.sample_fn and cfg.samples and self.main:
+                        texts = self.sample_fn(self.model)
+                        emit({"step": self.step, "samples": texts})
+                        for t in texts: say(f"  sample: {t!r}")
+                periodic = self.step % cfg.checkpoint_interval == 0 or self.step == end
+                if self.out_dir is not None and (periodic or best):
+                    self.save(last_eval.get("val_loss") if last_eval.get("step") == self.step else None, best=best)
+    except Terminated:
+        raise (DistributedError if is_distributed() else TinyLLMError)(
+            f"process {rank()} was told to stop (SIGTERM) at step {self.step + 1}"
+            + (": torchrun stops every process when one of them fails" if is_distributed() else "")
+            + f". The last checkpoint, {self.last_checkpoint or '(none yet)'}, is intact: continue with --resume last.") from None
     except Exception as e:
         if not lost_peer(e): raise
         raise DistributedError(
