@@ -53,7 +53,7 @@ class TrainConfig:
     warmup_steps: int = 500         # linear warmup from lr/warmup_steps to lr
     decay_frac: float = 0.2         # wsd: share of max_steps spent decaying at the end
     weight_decay: float = 0.1       # on matrices only (see tinyllm.optim.param_groups)
-    betas: tuple[float, float] = (0.9, 0.95)
+    betas: tuple[float, float] | None = None   # None: the optimizer's own (AdamW .9/.95, Lion .9/.99, Sophia .965/.99)
     grad_clip: float = 1.0          # clip the global gradient norm to this; 0 = no clipping (the norm is still logged)
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"   # auto: bf16 where the hardware has it
@@ -452,6 +452,9 @@ def train_step(self: Trainer) -> dict:
         self._consecutive_skips = 0
     opt.zero_grad(set_to_none=True)
     self.step += 1
+    k = getattr(opt, "hessian_interval", 0)                 # Sophia: refresh its Hessian estimate every k steps
+    if k and self.step % k == 0 and not rec.get("skipped_step"):
+        opt.hessian_hook(self.fwd, batches[-1], amp=self._amp, grad_clip=cfg.grad_clip)
     self.tokens_seen += ntok * self.identity["world_size"]
     dt = time.perf_counter() - t0
     self.elapsed += dt
