@@ -150,13 +150,15 @@ def test_kv_cache_equals_full_forward(arch):
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_generate_cached_equals_uncached(arch):
+    from tinyllm.sampling import generate                        # the decoding loops live in chapter 4
     m = tiny(arch)
     prompt = ids(2, 5)
     for kw in [dict(temperature=0.0), dict(temperature=0.8, top_k=10)]:
-        a = m.generate(prompt, 70, generator=torch.Generator().manual_seed(0), **kw)   # 75 > block 64: window slides
-        b = m.generate(prompt, 70, generator=torch.Generator().manual_seed(0), use_cache=False, **kw)
+        a = generate(m, prompt, 70, generator=torch.Generator().manual_seed(0), **kw)   # 75 > block 64: window slides
+        b = generate(m, prompt, 70, generator=torch.Generator().manual_seed(0), use_cache=False, **kw)
         assert a.shape == (2, 75) and torch.equal(a, b)
     assert m.training                                            # generate restores the mode
+    assert not hasattr(m, "generate")                            # one generation code path: tinyllm.sampling
 
 
 def test_kv_cache_bounds():

@@ -23,7 +23,7 @@ __all__ = ['ARCHS', 'PRESETS', 'IGNORE_INDEX', 'PEAK_FLOPS', 'ConfigError', 'Mod
            'GPTConfig', 'RMSNorm', 'make_norm', 'rope_cache', 'rotate_half', 'apply_rope', 'KVCache', 'bmm_attention',
            'auto_attention_kernel', 'attention_kernel', 'CausalSelfAttention', 'MLP', 'Block', 'chunked_cross_entropy',
            'GPT', 'num_params', 'param_groups_breakdown', 'hand_count', 'flops_per_token', 'estimate_mfu', 'chinchilla',
-           'new_kv_cache', 'sample_next', 'generate', 'peak_memory', 'load_state_dict', 'export_hf']
+           'new_kv_cache', 'peak_memory', 'load_state_dict', 'export_hf']
 
 # %% ../nbs/02_model.ipynb
 ARCHS = ("gpt2", "llama")
@@ -501,39 +501,6 @@ def new_kv_cache(self: GPT, batch_size: int, max_len: int | None = None, dtype: 
     "An empty `KVCache` for this model, on its device (dtype: its parameters', unless given)."
     p = next(self.parameters())
     return KVCache(self.config, batch_size, max_len, device=p.device, dtype=dtype or p.dtype)
-
-def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
-                generator: torch.Generator | None = None) -> torch.Tensor:
-    "Sample one id per row from `logits` `(B, V)`: temperature 0 is greedy; `top_k` keeps the k most likely ids."
-    if temperature < 0: raise TinyLLMError(f"temperature={temperature} must be >= 0 (0 means greedy)")
-    if temperature == 0: return logits.argmax(-1, keepdim=True)
-    logits = logits.float() / temperature
-    if top_k is not None:
-        v, _ = torch.topk(logits, min(top_k, logits.size(-1)))
-        logits = logits.masked_fill(logits < v[:, [-1]], float("-inf"))
-    return torch.multinomial(F.softmax(logits, dim=-1), num_samples=1, generator=generator)
-
-@_method(GPT)
-@torch.no_grad()
-def generate(self: GPT, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
-             generator: torch.Generator | None = None, use_cache: bool = True) -> torch.Tensor:
-    "Append `max_new_tokens` sampled ids to `idx` `(B, T)`; uses a KV cache while the sequence fits in `block_size`."
-    was_training, bs = self.training, self.config.block_size
-    self.eval()
-    try:
-        out, fresh = idx, idx[:, -bs:]
-        cache = self.new_kv_cache(idx.shape[0]) if use_cache else None
-        for _ in range(max_new_tokens):
-            if cache is not None and cache.pos + fresh.shape[1] <= bs:
-                logits, _ = self(fresh, kv_cache=cache, last_only=True)
-            else:                                     # window full (or no cache): re-encode the last block_size ids
-                cache = None
-                logits, _ = self(out[:, -bs:], last_only=True)
-            fresh = sample_next(logits[:, -1], temperature, top_k, generator)
-            out = torch.cat([out, fresh], dim=1)
-        return out
-    finally:
-        self.train(was_training)
 
 # %% ../nbs/02_model.ipynb
 def peak_memory(fn: Callable[[], object]) -> int:

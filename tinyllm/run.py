@@ -12,6 +12,7 @@ import torch
 
 from .config import format_config, to_dict
 from .core import TinyLLMError
+from .sampling import generate
 from .trainer import Trainer
 
 # %% auto 0
@@ -35,7 +36,8 @@ def story_sampler(tokenizer, n: int, max_new_tokens: int, temperature: float, pr
         out = []
         for i in range(n):
             g = torch.Generator(device=device).manual_seed(i)
-            new = model.generate(x, max_new_tokens, temperature=temperature, generator=g)[0, len(ids):].tolist()
+            new = generate(model, x, max_new_tokens, temperature=temperature, generator=g,
+                           eot_id=tokenizer.eot_id)[0, len(ids):].tolist()   # tinyllm.sampling (chapter 4)
             if tokenizer.eot_id in new: new = new[:new.index(tokenizer.eot_id)]
             out.append(prompt + tokenizer.decode(new))
         return out
@@ -47,7 +49,9 @@ RUNTIME_ONLY = ("grad_checkpoint", "dropout")   # model fields a resumed run may
 def run_training(cfg, resume: str | None = None, print_fn=print) -> dict:
     "Train the GPT of run configuration `cfg` (see `tinyllm.cli.load_run_config`) on its prepared token files."
     from tinyllm.data import RandomBatches, load_tokens, load_tokenizer, make_batches
+    from tinyllm.distributed import RankShard, init_distributed
     from tinyllm.model import GPT
+    from tinyllm.trainer import resolve_device
     tok = load_tokenizer(cfg.data.tokenizer)
     if tok.vocab_size != cfg.model.vocab_size:
         raise TinyLLMError(f"the tokenizer in {cfg.data.tokenizer} has {tok.vocab_size:,} ids but model.vocab_size is "
@@ -55,9 +59,14 @@ def run_training(cfg, resume: str | None = None, print_fn=print) -> dict:
                            "config was written for)")
     train, valid = (load_tokens(cfg.data.tokens, s, tokenizer=tok) for s in ("train", "valid"))
     t, block = cfg.train, cfg.model.block_size
+    rank, world = init_distributed(t.dist_timeout, resolve_device(t.device).type)   # (0, 1) unless under torchrun
     torch.manual_seed(cfg.seed)
-    model = GPT(cfg.model)
-    batches = make_batches(train, block, t.batch_size, mode=cfg.data.packing, seed=cfg.seed)
+    model = GPT(cfg.model)                                  # the same initial weights in every process
+    batches = make_batches(train, block, t.batch_size * world, mode=cfg.data.packing, seed=cfg.seed)
+    if world > 1:                                           # each process trains on its rows of the global batch
+        batches = RankShard(batches, rank, world)
+        torch.manual_seed(cfg.seed + rank)                  # and draws its own dropout masks
+        if rank: print_fn = lambda s: None
     val_sampler = RandomBatches(valid, block, t.batch_size, seed=0)
     val_batches = [next(val_sampler) for _ in range(t.eval_steps)]
     identity = {"model": {k: v for k, v in cfg.model.to_dict().items() if k not in RUNTIME_ONLY},
