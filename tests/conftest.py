@@ -36,3 +36,14 @@ def tinystories():
     if d is None:
         pytest.skip("TinyStories sample not found: set TINYLLM_DATA to run this test")
     return d
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for modules of tiny models (`pytestmark = pytest.mark.usefixtures("one_thread")`): they gain
+    nothing from more, and OpenMP threads that spin while the cores are busy make them far slower."""
+    import torch
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

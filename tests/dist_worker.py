@@ -6,7 +6,6 @@ import argparse
 import os
 import sys
 
-import numpy as np
 import torch
 
 from tinyllm.core import TinyLLMError
@@ -14,9 +13,9 @@ from tinyllm.data import RandomBatches
 from tinyllm.distributed import RankShard, init_distributed, shut_down
 from tinyllm.model import GPT, GPTConfig
 from tinyllm.trainer import Trainer, TrainConfig, default_loss
+from helpers import learnable_stream
 
-_rng = np.random.default_rng(0)
-TOKENS = np.where(_rng.random(20_000) < 0.1, _rng.integers(0, 256, 20_000), np.arange(20_000) * 7 % 256).astype(np.uint16)
+TOKENS = learnable_stream()
 
 
 def main(argv=None) -> int:

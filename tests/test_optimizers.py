@@ -17,21 +17,14 @@ from tinyllm.optim import OPTIMIZERS, make_optimizer, muon_param_groups, param_g
 from tinyllm.optimizers import (AdamW, HessianHookError, Lion, Muon, MuonAdamW, SophiaG, gnb_hessian_step,
                                 newton_schulz)
 from tinyllm.trainer import Trainer, TrainConfig, read_metrics
+from helpers import learnable_stream
 
 NAMES = ["adamw", "adamw_scratch", "lion", "sophia", "muon"]
 
-# a learnable stream: mostly "next id = previous + 7 (mod 256)", with 10% random ids
-_rng = np.random.default_rng(0)
-TOKENS = np.where(_rng.random(20_000) < 0.1, _rng.integers(0, 256, 20_000), np.arange(20_000) * 7 % 256).astype(np.uint16)
+TOKENS = learnable_stream()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    "Tiny tensors: one thread is faster, and steadier on a shared machine (OpenMP kernels spin when CPUs are busy)."
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_gpt(seed=0, **kw):

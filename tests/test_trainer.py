@@ -2,7 +2,6 @@
 that is not our GPT."""
 import math
 
-import numpy as np
 import pytest
 import torch
 import torch.nn as nn
@@ -15,10 +14,9 @@ from tinyllm.model import GPT, GPTConfig
 from tinyllm.optim import (adamw, constant_schedule, cosine_schedule, make_schedule, param_groups,
                            wsd_schedule)
 from tinyllm.trainer import Trainer, TrainConfig, read_metrics
+from helpers import learnable_stream
 
-# a learnable stream: mostly "next id = previous + 7 (mod 256)", with 10% random ids
-_rng = np.random.default_rng(0)
-TOKENS = np.where(_rng.random(20_000) < 0.1, _rng.integers(0, 256, 20_000), np.arange(20_000) * 7 % 256).astype(np.uint16)
+TOKENS = learnable_stream()
 
 
 def cfg(**kw):

@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
-import numpy as np
 import pytest
 import torch
 
@@ -26,22 +25,15 @@ from tinyllm.core import TinyLLMError
 from tinyllm.data import RandomBatches, prepare
 from tinyllm.model import GPT, GPTConfig
 from tinyllm.trainer import NonFiniteError, Trainer, TrainConfig, read_metrics
+from helpers import learnable_stream
 
 REPO = Path(__file__).resolve().parent.parent
 EOT = "<|endoftext|>"
 
-# a learnable stream: mostly "next id = previous + 7 (mod 256)", with 10% random ids
-_rng = np.random.default_rng(0)
-TOKENS = np.where(_rng.random(20_000) < 0.1, _rng.integers(0, 256, 20_000), np.arange(20_000) * 7 % 256).astype(np.uint16)
+TOKENS = learnable_stream()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    "One intra-op thread: these tiny models gain nothing from more, and lose a lot when the cores are busy."
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 def cfg(**kw):
     base = dict(batch_size=4, max_steps=8, lr=1e-3, min_lr=1e-4, warmup_steps=2, eval_interval=4, eval_steps=2,

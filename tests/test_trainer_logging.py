@@ -15,19 +15,13 @@ import torch
 from tinyllm.data import RandomBatches
 from tinyllm.model import GPT, GPTConfig
 from tinyllm.trainer import Trainer, TrainConfig, read_metrics
+from helpers import learnable_stream
 
-_rng = np.random.default_rng(0)
-TOKENS = np.where(_rng.random(20_000) < 0.1, _rng.integers(0, 256, 20_000), np.arange(20_000) * 7 % 256).astype(np.uint16)
+TOKENS = learnable_stream()
 TRAIN_KEYS = {"step", "loss", "lr", "grad_norm", "tokens_per_sec", "memory_mb", "skipped"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    "One intra-op thread: these tiny models gain nothing from more, and lose a lot when the cores are busy."
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 def make_trainer(out_dir=None, *, seed=0, print_fn=None, bytes_per_token=2.5, **kw):
     base = dict(batch_size=4, max_steps=8, lr=1e-3, min_lr=1e-4, warmup_steps=2, eval_interval=4, eval_steps=2,
