@@ -70,7 +70,7 @@ def test_allowed_tokens_equal_brute_force(tok, pattern, text):
     c = RegexConstraint(pattern, tok)
     ids = tok.encode(text)
     prefixes = [k for k in range(len(ids) + 1) if _decodes(tok.decode_bytes(ids[:k]))]
-    for k in prefixes[::max(1, len(prefixes) // 5)] + [len(ids)]:
+    for k in prefixes[::max(1, len(prefixes) // 3)] + [len(ids)]:
         prefix = tok.decode(ids[:k])
         assert clean(tok, c.allowed(c.state_after(ids[:k]))) == oracle(tok, pattern, prefix), prefix
 
@@ -106,7 +106,7 @@ def along(tok, c, index, text):
     (PERSON, ['{"name": "Zoë", "age": 42}', '{"name": "a \\"b\\"", "age": -7}', '{"name": "", "age": 0}']),
     (r"[a-z]+@[a-z]+\.(com|org)", ["alice@example.com", "bob@x.org"]),
     (r"(Yes|No), because [a-z ]{1,20}\.", ["Yes, because it rains.", "No, because no."]),
-    (r"caf. \w?[^ ]{1,2}\.", ["café au.", "cafe 中文."]),
+    (r"caf. [a-z]?[^ ]{1,2}\.", ["café au.", "cafe 中文."]),
 ])
 def test_same_tokens_as_outlines_core(tok, pattern, texts):
     c, index = outlines_pair(tok, pattern)
