@@ -83,6 +83,8 @@ def error_outputs(nb_path: Path) -> list[str]:
 
 
 IMPORT_LINE = re.compile(r"^\s*(import \w|from [\w.]+ import )|;\s*(import|from) \w")
+# an optional import (`try: import x` / `except ImportError: x = None`) is still an import-only cell
+OPTIONAL_IMPORT = re.compile(r"^\s*(try:|except (ImportError|ModuleNotFoundError)( as \w+)?:|\w+ = None)\s*$")
 
 
 def mixed_import_cells(nb_path: Path) -> list[str]:
@@ -96,7 +98,7 @@ def mixed_import_cells(nb_path: Path) -> list[str]:
             continue
         code = [ln for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
         imports = [ln for ln in code if IMPORT_LINE.search(ln)]
-        if imports and len(imports) < len(code):
+        if imports and any(not (IMPORT_LINE.search(ln) or OPTIONAL_IMPORT.match(ln)) for ln in code):
             bad.append(f"cell {i} mixes `{imports[0].strip()}` with other code: move the import to an import-only cell")
     return bad
 
