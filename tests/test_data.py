@@ -136,6 +136,10 @@ def test_resolve_sources(tmp_path, monkeypatch):
     (tmp_path / "ts2").mkdir()
     write_txt(tmp_path / "ts2" / "train.txt")
     assert list(D.resolve_sources(None)) == ["train"]
+    # ... and a $TINYLLM_DATA that points nowhere is an error, not a silent fall-back to the hub
+    monkeypatch.setenv("TINYLLM_DATA", str(tmp_path / "no-such-folder"))
+    with pytest.raises(TinyLLMError, match="TINYLLM_DATA=.*no-such-folder.* is not a folder"):
+        D.resolve_sources(None)
 
 
 @pytest.mark.parametrize("make, msg", [

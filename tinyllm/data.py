@@ -182,7 +182,7 @@ def resolve_sources(data=None, splits=None) -> dict[str, list[Source]]:
     "Plan `{split: [Source, ...]}` from `--data` (None, a folder, files, or 'hf:NAME') and `--split` (None = defaults)."
     splits = None if not splits else list(dict.fromkeys(canonical_split(s) for s in splits))
     if data is None or data == []:
-        d = tinystories_dir(required=False)
+        d = tinystories_dir(required=bool(os.environ.get(DATA_ENV)))   # a $TINYLLM_DATA that is wrong is an error
         data = [d] if d is not None else ["hf:" + HF_DATASET]
     items = [data] if isinstance(data, (str, os.PathLike)) else list(data)
     hub = [str(x) for x in items if str(x).startswith("hf:")]
