@@ -10,7 +10,7 @@ import torch
 
 from tinyllm.core import TinyLLMError
 from tinyllm.data import RandomBatches
-from tinyllm.distributed import RankShard, init_distributed, shut_down
+from tinyllm.distributed import RankShard, full_model_state, init_distributed, shut_down
 from tinyllm.model import GPT, GPTConfig
 from tinyllm.trainer import Trainer, TrainConfig, default_loss
 from helpers import learnable_stream
@@ -29,6 +29,8 @@ def main(argv=None) -> int:
     ap.add_argument("--dropout", type=float, default=0.0)
     ap.add_argument("--die-at", type=int, default=None, help="rank 1 exits at this training forward pass")
     ap.add_argument("--timeout", type=float, default=60.0)
+    ap.add_argument("--parallel", default="ddp", help="ddp or fsdp (FSDP2, sharded checkpoints)")
+    ap.add_argument("--optimizer", default="adamw")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     try:
@@ -42,7 +44,7 @@ def main(argv=None) -> int:
         cfg = TrainConfig(batch_size=args.batch, grad_accum=args.accum, max_steps=args.steps, lr=1e-3, min_lr=1e-4,
                           warmup_steps=1, eval_interval=2, eval_steps=2, checkpoint_interval=2, log_interval=1,
                           device="cpu", dtype="float32", compile=False, progress=False, peak_flops=1e12,
-                          dist_timeout=args.timeout)
+                          dist_timeout=args.timeout, parallel=args.parallel, optimizer=args.optimizer)
         calls = [0]
         def loss_fn(m, batch):
             calls[0] += 1
@@ -51,7 +53,8 @@ def main(argv=None) -> int:
         trainer = Trainer(model, batches, cfg, val_batches=[next(val) for _ in range(2)], out_dir=args.out_dir,
                           loss_fn=loss_fn)
         trainer.fit(resume=args.resume, stop_after=args.stop_after)
-        if rank == 0: torch.save(model.state_dict(), os.path.join(args.out_dir, "final.pt"))
+        weights = full_model_state(model) if trainer.sharded else model.state_dict()   # FSDP: gathered on rank 0
+        if rank == 0: torch.save(weights, os.path.join(args.out_dir, "final.pt"))
         shut_down()
         return 0
     except TinyLLMError as e:

@@ -121,6 +121,11 @@ def test_resolve_sources(tmp_path, monkeypatch):
     (d / "test.jsonl").unlink()
     write_txt(d / "valid.txt", ["w"])
     with pytest.raises(TinyLLMError, match="several valid files"): D.resolve_sources(d)
+    (d / "valid.txt").unlink()
+    write_txt(d / "train-more.txt", ["m"])                  # TinyStories' train-more.txt continues train.txt
+    assert [Path(s.name).name for s in D.resolve_sources(d)["train"]] == ["train.txt", "train-more.txt"]
+    (d / "train-more.txt").unlink()
+    write_txt(d / "valid.txt", ["w"])
     # files: one split, train by default, in the order given
     a, b = write_txt(tmp_path / "a.txt"), write_txt(tmp_path / "b.txt")
     plan = D.resolve_sources([a, b])

@@ -102,7 +102,8 @@ def test_rank_shard_splits_rows_and_refuses_uneven_batches():
         RankShard(iter([x]), 2, 2)
 
 
-def test_tinyllm_train_under_torchrun_on_two_processes(tmp_path):
+@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
+def test_tinyllm_train_under_torchrun_on_two_processes(tmp_path, parallel):
     from test_trainer_faults import EOT, WORDS, _corpus, write_run_config
 
     from tinyllm.bpe import Tokenizer
@@ -111,12 +112,13 @@ def test_tinyllm_train_under_torchrun_on_two_processes(tmp_path):
     Tokenizer.train(text / "train.txt", vocab_size=300, special_tokens=[EOT], num_processes=1).save(tmp_path / "tok")
     prepare(text, tmp_path / "tok", tmp_path / "tokens", progress=False, workers=1)
     config = write_run_config(tmp_path / "run.toml", out_dir=tmp_path / "run", tokenizer=tmp_path / "tok",
-                              tokens=tmp_path / "tokens")
+                              tokens=tmp_path / "tokens", parallel=parallel, samples=1, sample_tokens=8)
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     p = subprocess.run(torchrun + ["-m", "tinyllm", "train", str(config)], capture_output=True, text=True, timeout=240,
                        env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"})
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
-    assert p.stdout.count("effective batch 4 x 1 accumulation x 2 process(es) = 8 rows per step") == 1, p.stdout
+    assert p.stdout.count("effective batch 4 x 1 accumulation x 2 process(es)") == 1, p.stdout
+    assert p.stdout.count("  sample: ") == 1, p.stdout        # every process samples under FSDP; rank 0 prints
     assert [r["step"] for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if "loss" in r] == [1, 2, 3, 4]
     assert (tmp_path / "run" / "checkpoints" / "last").exists()
 
@@ -136,3 +138,42 @@ def test_sigterm_stops_a_run_with_a_message_and_its_checkpoint_resumes(tmp_path)
     assert p.returncode == 2, err[-2000:]
     assert "error: process 0 was told to stop (SIGTERM)" in err and "is intact: continue with --resume last" in err, err
     ok(run(out, "--steps", 60, "--resume", "last", procs=1))
+
+
+def test_fsdp_makes_the_update_of_one_process_and_saves_sharded_checkpoints(tmp_path):
+    from tinyllm.checkpoint import verify_checkpoint
+    from tinyllm.model import GPT, GPTConfig
+    ok(run(tmp_path / "one", "--batch", 8, "--accum", 2, procs=1))
+    two = ok(run(tmp_path / "fsdp", "--batch", 4, "--accum", 2, "--parallel", "fsdp"))
+    assert "x 2 process(es) (FSDP-sharded) = 16 rows per step" in two.stdout
+    assert losses(tmp_path / "one") == pytest.approx(losses(tmp_path / "fsdp"), abs=1e-5)
+    a, b = weights(tmp_path / "one"), weights(tmp_path / "fsdp")
+    assert a.keys() == b.keys() and max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
+    last = (tmp_path / "fsdp" / "checkpoints" / "last").resolve()
+    files = verify_checkpoint(last)["files"]                # every shard is checksummed with the rest
+    assert {"sharded/.metadata", "sharded/__0_0.distcp", "sharded/__1_0.distcp"} <= files.keys()
+    assert torch.load(last / "state.pt", weights_only=True)["optimizer"] is None   # it lives in the shards
+    from tinyllm.checkpoint import load_weights
+    GPT(GPTConfig.from_preset("tiny")).load_state_dict(load_weights(last))   # model.safetensors is whole, as always
+    with open(last / "sharded" / "__1_0.distcp", "r+b") as f: f.write(b"garbage")
+    with pytest.raises(TinyLLMError, match="sharded/__1_0.distcp does not match the SHA-256"):
+        verify_checkpoint(last)
+
+
+def test_fsdp_resumes_bit_exactly_from_its_sharded_checkpoint(tmp_path):
+    common = ("--steps", 6, "--dropout", 0.1, "--parallel", "fsdp")
+    ok(run(tmp_path / "straight", *common))
+    ok(run(tmp_path / "resumed", *common, "--stop-after", 2))
+    resumed = ok(run(tmp_path / "resumed", *common, "--resume", "last"))
+    assert "resumed from" in resumed.stdout
+    assert losses(tmp_path / "straight") == losses(tmp_path / "resumed")
+    a, b = weights(tmp_path / "straight"), weights(tmp_path / "resumed")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    p = run(tmp_path / "resumed", "--steps", 8, "--resume", "last")   # the same run under DDP: refused, clearly
+    assert p.returncode != 0 and "parallel: checkpoint 'fsdp', this run None" in p.stderr, p.stderr[-2000:]
+    assert "same train.parallel" in p.stderr
+
+
+def test_fsdp_refuses_muon_which_needs_whole_matrices(tmp_path):
+    p = run(tmp_path / "run", "--parallel", "fsdp", "--optimizer", "muon")
+    assert p.returncode != 0 and "orthogonalises whole weight matrices" in p.stderr, p.stderr[-2000:]

@@ -18,8 +18,9 @@ import torch
 from .core import TinyLLMError
 
 # %% auto 0
-__all__ = ['FILES', 'POINTERS', 'CheckpointError', 'step_name', 'load_weights', 'save_checkpoint', 'verify_checkpoint',
-           'list_checkpoints', 'remove_stale', 'set_pointer', 'resolve_checkpoint', 'prune_checkpoints']
+__all__ = ['FILES', 'POINTERS', 'CheckpointError', 'step_name', 'load_weights', 'stage_checkpoint', 'save_checkpoint',
+           'verify_checkpoint', 'list_checkpoints', 'remove_stale', 'set_pointer', 'resolve_checkpoint',
+           'prune_checkpoints']
 
 # %% ../nbs/03b_checkpoint.ipynb
 FILES = ("model.safetensors", "state.pt", "meta.json")   # meta.json is written last and holds the others' checksums
@@ -69,22 +70,36 @@ def load_weights(path) -> dict[str, torch.Tensor]:
     return tensors
 
 # %% ../nbs/03b_checkpoint.ipynb
-def save_checkpoint(root, step: int, weights: dict[str, torch.Tensor], state: dict, meta: dict) -> Path:
-    "Write `root/step-NNNNNNN/` atomically: every file into a temporary folder beside it, fsynced, then one rename."
-    from safetensors.torch import save_file
+def _write_error(final: Path, e: OSError) -> CheckpointError:
+    return CheckpointError(f"could not write checkpoint {final}: {e.strerror or e}. Free some disk space or choose "
+                           f"another output folder; the checkpoints already in {final.parent} are untouched.")
+
+def stage_checkpoint(root, step: int) -> Path:
+    "A new hidden temporary folder beside checkpoint `step`, where its files are written before the final rename."
     root, name = Path(root), step_name(step)
-    final = root / name
-    tmp = None
     try:
         root.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=root))
+        return Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=root))
+    except OSError as e: raise _write_error(root / name, e) from e
+
+def save_checkpoint(root, step: int, weights: dict[str, torch.Tensor], state: dict, meta: dict,
+                    staged: Path | None = None) -> Path:
+    """Write `root/step-NNNNNNN/` atomically: every file into a temporary folder beside it, fsynced, then one rename.
+    `staged`: a folder from `stage_checkpoint` that already holds more files (such as the shards that several
+    processes wrote); they are checksummed and moved together with the rest."""
+    from safetensors.torch import save_file
+    root, name = Path(root), step_name(step)
+    final, tmp = root / name, staged
+    try:
+        tmp = tmp or stage_checkpoint(root, step)
         kept, aliases = _dedup_tied({k: v.cpu() for k, v in weights.items()})
         save_file(kept, tmp / "model.safetensors", metadata={"format": "pt", "aliases": json.dumps(aliases)})
         torch.save(state, tmp / "state.pt")
         files = {}
-        for f in FILES[:-1]:
-            _fsync_file(tmp / f)
-            files[f] = {"sha256": _sha256(tmp / f), "bytes": (tmp / f).stat().st_size}
+        for f in sorted(p for p in tmp.rglob("*") if p.is_file()):   # FILES[:-1], and any staged ones
+            _fsync_file(f)
+            files[f.relative_to(tmp).as_posix()] = {"sha256": _sha256(f), "bytes": f.stat().st_size}
+        for d in {f.parent for f in tmp.rglob("*") if f.is_file()} - {tmp}: _fsync_dir(d)
         with open(tmp / "meta.json", "w", encoding="utf-8") as f:
             json.dump({**meta, "step": step, "files": files}, f, indent=2, default=str)
             f.flush()
@@ -102,8 +117,7 @@ def save_checkpoint(root, step: int, weights: dict[str, torch.Tensor], state: di
         return final
     except OSError as e:
         if tmp is not None: shutil.rmtree(tmp, ignore_errors=True)
-        raise CheckpointError(f"could not write checkpoint {final}: {e.strerror or e}. Free some disk space or "
-                              f"choose another output folder; the checkpoints already in {root} are untouched.") from e
+        raise _write_error(final, e) from e
 
 # %% ../nbs/03b_checkpoint.ipynb
 def verify_checkpoint(path) -> dict:
@@ -113,8 +127,9 @@ def verify_checkpoint(path) -> dict:
     if not meta_path.is_file(): raise CheckpointError(f"{path} is not a complete checkpoint (no meta.json)")
     try: meta = json.loads(meta_path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as e: raise CheckpointError(f"{meta_path} is garbled ({e})") from e
-    for f in FILES[:-1]:
-        want = meta.get("files", {}).get(f, {}).get("sha256")
+    files = meta.get("files", {})
+    for f in dict.fromkeys([*FILES[:-1], *files]):          # the two standard files, and any staged ones
+        want = files.get(f, {}).get("sha256")
         if not (path / f).is_file(): raise CheckpointError(f"{path / f} is missing")
         if want is None or _sha256(path / f) != want:
             raise CheckpointError(f"{path / f} does not match the SHA-256 recorded in {meta_path.name}: the file is "

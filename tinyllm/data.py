@@ -163,20 +163,22 @@ class Source:
         st = p.stat()
         return {"kind": self.kind, "path": str(p.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
-def _split_files(folder: Path) -> dict[str, Path]:
-    "The split files of a folder: `<split>.txt|.jsonl`, or names ending in `-<split>`/`_<split>` (TinyStories-valid.txt)."
+def _split_files(folder: Path) -> dict[str, list[Path]]:
+    """The split files of a folder: `<split>.txt|.jsonl`, or names ending in `-<split>`/`_<split>` (TinyStories-valid.txt),
+    each followed by its continuations `<split>-<more>.txt` (TinyStories' `train-more.txt`), in name order."""
     found: dict[str, list[Path]] = {}
+    more: dict[str, list[Path]] = {}
     for p in sorted(folder.iterdir()):
         if p.suffix.lower() not in (".txt", ".jsonl", ".ndjson") or not p.is_file(): continue
         stem = p.stem.lower()
         for alias, split in SPLIT_ALIASES.items():
-            if stem == alias or stem.endswith(("-" + alias, "_" + alias)):
-                found.setdefault(split, []).append(p)
+            if stem == alias or stem.endswith(("-" + alias, "_" + alias)): found.setdefault(split, []).append(p)
+            elif stem.startswith((alias + "-", alias + "_")): more.setdefault(split, []).append(p)
     for split, paths in found.items():
         if len(paths) > 1:
             raise TinyLLMError(f"{folder} holds several {split} files ({', '.join(p.name for p in paths)}); pass the "
                                f"one you want explicitly: --data FILE --split {split}")
-    return {s: found[s][0] for s in ("train", "valid", "test") if s in found}
+    return {s: found[s] + more.get(s, []) for s in ("train", "valid", "test") if s in found}
 
 def resolve_sources(data=None, splits=None) -> dict[str, list[Source]]:
     "Plan `{split: [Source, ...]}` from `--data` (None, a folder, files, or 'hf:NAME') and `--split` (None = defaults)."
@@ -201,7 +203,7 @@ def resolve_sources(data=None, splits=None) -> dict[str, list[Source]]:
         if missing:
             raise TinyLLMError(f"{paths[0]} has no {', '.join(missing)} file (it has {', '.join(found)}); name the "
                                "splits to prepare with --split, or pass a file with --data FILE --split NAME.")
-        return {s: [Source.from_path(found[s])] for s in splits}
+        return {s: [Source.from_path(p) for p in found[s]] for s in splits}
     if any(p.is_dir() for p in paths):
         raise TinyLLMError("pass either one folder or a list of files with --data, not folders among files")
     if splits and len(splits) > 1:

@@ -255,6 +255,7 @@ class MuonAdamW(torch.optim.Optimizer):
     """Muon for `muon_params` (2-D hidden matrices) and AdamW for `adamw_params`, as one optimizer: one `param_groups`
     list and one `state_dict`. A group steps with `lr × lr_scale`; the Muon groups' `lr_scale` is `muon_lr_scale`.
     Uses `torch.optim.Muon` where this PyTorch has it, else `Muon` above."""
+    needs_whole_matrices = True     # Newton-Schulz needs each full matrix: the trainer refuses FSDP shards
     def __init__(self, muon_params, adamw_params, lr: float = 3e-4, betas: tuple[float, float] = (0.9, 0.95),
                  weight_decay: float = 0.1, eps: float = 1e-8, momentum: float = 0.95, nesterov: bool = True,
                  ns_steps: int = 5, adjust_lr_fn: str | None = "match_rms_adamw", muon_lr_scale: float = 1.0,

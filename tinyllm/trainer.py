@@ -11,6 +11,7 @@ import json
 import math
 import os
 import random
+import shutil
 import signal
 import sys
 import threading
@@ -25,11 +26,12 @@ import torch
 import torch.nn as nn
 from fastcore.basics import patch
 
-from .checkpoint import (list_checkpoints, load_weights, prune_checkpoints, remove_stale, resolve_checkpoint,
-                                save_checkpoint, set_pointer, verify_checkpoint)
+from .checkpoint import (CheckpointError, list_checkpoints, load_weights, prune_checkpoints, remove_stale,
+                                resolve_checkpoint, save_checkpoint, set_pointer, stage_checkpoint, verify_checkpoint)
 from .core import TinyLLMError, atomic_write
-from .distributed import (DistributedError, all_reduce_mean, broadcast_object, gather_objects, is_distributed,
-                                 lost_peer, rank)
+from .distributed import (DistributedError, all_reduce_mean, broadcast_object, full_model_state, full_value,
+                                 gather_objects, is_distributed, load_sharded, local_part, lost_peer, rank,
+                                 save_sharded, shard_model)
 from .optim import make_optimizer, make_schedule
 
 # %% auto 0
@@ -60,6 +62,7 @@ class TrainConfig:
     compile: bool | Literal["auto"] = "auto"   # auto: torch.compile on CUDA, eager on CPU (faster there)
     deterministic: bool = False     # GPU: deterministic kernels (slower), see "Reproducibility on a GPU"
     dist_timeout: float = 300.0     # seconds a process waits for its peers (runs of several processes, torchrun)
+    parallel: Literal["ddp", "fsdp"] = "ddp"   # several processes: ddp copies the model; fsdp shards it (FSDP2)
     nonfinite: Literal["skip", "halt"] = "halt"   # a NaN/inf loss or gradient: skip that step, or stop and diagnose
     max_skipped: int = 10           # consecutive skipped steps after which the run halts anyway
     eval_interval: int = 200        # steps between evaluations (and after the last step)
@@ -353,8 +356,9 @@ class Trainer:
         self.dtype, self.compiled = resolve_precision(cfg, self.device)
         if cfg.deterministic: set_deterministic()
         self.model = model.to(self.device)
-        self.ddp = None                                     # several processes: DDP averages the gradients
-        if is_distributed():
+        self.ddp, self.sharded = None, is_distributed() and cfg.parallel == "fsdp"
+        if self.sharded: shard_model(model, self.device.type)  # FSDP2: each process keeps 1/W of everything
+        elif is_distributed():                              # DDP: full copies, gradients averaged after backward
             from torch.nn.parallel import DistributedDataParallel as DDP
             ids = [torch.cuda.current_device()] if self.device.type == "cuda" else None   # set by init_distributed
             self.ddp = DDP(model, device_ids=ids)
@@ -363,6 +367,10 @@ class Trainer:
         self.params = [p for p in model.parameters() if p.requires_grad]
         factory = optimizer or make_optimizer(cfg.optimizer, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
         self.optimizer = factory if isinstance(factory, torch.optim.Optimizer) else factory(model)
+        if self.sharded and getattr(self.optimizer, "needs_whole_matrices", False):
+            raise TinyLLMError(f"{type(self.optimizer).__name__} orthogonalises whole weight matrices, but "
+                               "train.parallel='fsdp' gives each process only a shard of them: use train.parallel='ddp' "
+                               "with this optimizer, or another optimizer (adamw, lion, sophia) with fsdp")
         self.schedule = make_schedule(cfg.schedule, lr=cfg.lr, warmup_steps=cfg.warmup_steps, max_steps=cfg.max_steps,
                                       min_lr=cfg.min_lr, decay_frac=cfg.decay_frac)
         self.scaler = torch.amp.GradScaler(self.device.type) if self.dtype == torch.float16 else None
@@ -374,7 +382,7 @@ class Trainer:
         if self.out_dir is not None and not hasattr(train_batches, "state_dict"):
             raise TinyLLMError("train_batches has no state_dict(): checkpoints could not resume the data where it "
                                "stopped. Use tinyllm.data's samplers or give your iterator state_dict/load_state_dict.")
-        self.identity = {**(identity or {}), "world_size": world_size()}
+        self.identity = {**(identity or {}), "world_size": world_size(), **({"parallel": "fsdp"} if self.sharded else {})}
         self.run_config = run_config or {"train": dataclasses.asdict(cfg)}
         self.bytes_per_token, self.extra_files = bytes_per_token, dict(extra_files or {})
         self.step = self.tokens_seen = self.skipped = self._consecutive_skips = 0
@@ -424,6 +432,7 @@ def train_step(self: Trainer) -> dict:
         batches.append(batch)
         ntok += batch_tokens(batch)
         last_micro = len(batches) == cfg.grad_accum        # DDP averages gradients across processes only then
+        if self.sharded: self.model.set_requires_gradient_sync(last_micro)   # FSDP's no_sync: reduce-scatter on the last
         with (self.ddp.no_sync() if self.ddp and not last_micro else contextlib.nullcontext()):
             with self._amp(): loss = self.loss_fn(self.fwd, batch)
             loss_sum += loss.detach().float()
@@ -434,7 +443,7 @@ def train_step(self: Trainer) -> dict:
     grads = [p.grad for p in self.params if p.grad is not None]
     norm = (torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip) if cfg.grad_clip > 0
             else torch.nn.utils.get_total_norm(grads))      # the norm before clipping, either way
-    loss, norm = (loss_sum / cfg.grad_accum).item(), norm.item()
+    loss, norm = (loss_sum / cfg.grad_accum).item(), full_value(norm).item()   # FSDP: the norm is a DTensor
     rec = {"step": self.step + 1, "loss": loss, "lr": lr, "grad_norm": norm}
     if not math.isfinite(loss) or (not math.isfinite(norm) and self.scaler is None):
         opt.zero_grad(set_to_none=True)
@@ -474,8 +483,8 @@ def _nonfinite(self: Trainer, batches: list, rec: dict) -> None:
     if self.cfg.nonfinite == "skip" and self._consecutive_skips <= self.cfg.max_skipped:
         self.print(f"warning: step {rec['step']}: non-finite {what}; step skipped ({self.skipped} so far)")
         return
-    where = None
-    for b in batches:                                       # which micro-batch, and where in the network
+    where = "not searched under FSDP (re-run from the last checkpoint with train.parallel='ddp')" if self.sharded else None
+    for b in ([] if self.sharded else batches):             # which micro-batch, and where in the network
         where = find_nonfinite(self.model, self.loss_fn, b, self._amp)
         if where: break
     saved = f"the last good checkpoint is {self.last_checkpoint}" if self.last_checkpoint else "no checkpoint was written"
@@ -489,14 +498,17 @@ def _nonfinite(self: Trainer, batches: list, rec: dict) -> None:
 @patch
 def save(self: Trainer, val_loss: float | None = None, best: bool = False) -> Path:
     "Checkpoint to `out_dir/checkpoints/step-NNNNNNN/`, move `last` (and `best`) to it, prune old periodic ones."
-    bad = [n for n, p in self.model.named_parameters() if not torch.isfinite(p).all()]
+    bad = [n for n, p in self.model.named_parameters() if not torch.isfinite(local_part(p)).all()]
+    bad = sorted(set().union(*gather_objects(bad)))         # FSDP: each process has checked only its shards
     if bad: raise NonFiniteError(f"refusing to checkpoint step {self.step}: parameters {', '.join(bad[:3])} are not "
                                  f"finite. The last good checkpoint ({self.last_checkpoint}) is untouched.")
     root = self.out_dir / "checkpoints"
     ranks = gather_objects({"rng": rng_state(), "batches": self.train_batches.state_dict()})   # each process's own
+    staged = self._save_shards(root) if self.sharded else None
+    weights = full_model_state(self.model) if self.sharded else self.model.state_dict()
     path = problem = None
     if self.main:                                           # one process writes; the others wait for its answer
-        state = {"optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict() if self.scaler else None,
+        state = {"optimizer": None if self.sharded else self.optimizer.state_dict(), "scaler": self.scaler.state_dict() if self.scaler else None,
                  "step": self.step, "tokens_seen": self.tokens_seen, "skipped": self.skipped, "best_val": self.best_val,
                  "elapsed": self.elapsed, "rng": ranks[0]["rng"], "batches": {"train": ranks[0]["batches"]},
                  "ranks": ranks if len(ranks) > 1 else None,
@@ -504,7 +516,7 @@ def save(self: Trainer, val_loss: float | None = None, best: bool = False) -> Pa
         meta = {"step": self.step, "tokens_seen": self.tokens_seen, "val_loss": val_loss, "identity": self.identity,
                 "config": self.run_config, "torch": torch.__version__, "saved_unix_time": time.time()}
         try:
-            path = save_checkpoint(root, self.step, self.model.state_dict(), state, meta)
+            path = save_checkpoint(root, self.step, weights, state, meta, staged=staged)
             set_pointer(root, "last", path)
             if best: set_pointer(root, "best", path)
             prune_checkpoints(root, self.cfg.keep_checkpoints)
@@ -517,6 +529,22 @@ def save(self: Trainer, val_loss: float | None = None, best: bool = False) -> Pa
     return path
 
 @patch
+def _save_shards(self: Trainer, root: Path) -> Path:
+    "FSDP: every process writes its shards of the weights and optimizer state into one staged folder, `sharded/`."
+    staged = problem = None
+    if self.main:
+        try: staged = stage_checkpoint(root, self.step)
+        except TinyLLMError as e: problem = e
+    staged, message = broadcast_object((staged, str(problem) if problem else None))
+    if message: raise problem or CheckpointError(message)
+    try: save_sharded(self.model, self.optimizer, staged / "sharded")
+    except Exception as e:                                  # DCP reports one process's failure on every process
+        if self.main: shutil.rmtree(staged, ignore_errors=True)
+        raise CheckpointError(f"could not write the sharded checkpoint of step {self.step} into {staged} ({e}). Free "
+                              f"some disk space; the checkpoints already in {root} are untouched.") from e
+    return staged
+
+@patch
 def load(self: Trainer, path) -> dict:
     "Restore weights, optimizer, scaler, RNG states, data position and counters from checkpoint folder `path`."
     path = Path(path)
@@ -524,12 +552,15 @@ def load(self: Trainer, path) -> dict:
     diffs = _differences(meta.get("identity", {}), self.identity)
     if diffs:
         hint = ("resume with the same number of processes" if any(d.startswith("world_size") for d in diffs) else
+                "resume with the same train.parallel ('fsdp' or 'ddp')" if any(d.startswith("parallel") for d in diffs) else
                 "resume with the configuration stored in its meta.json, or start a new run in another out_dir")
         raise ResumeMismatchError(f"cannot resume from {path}: it belongs to another run ({'; '.join(diffs[:6])}). "
                                   f"To continue it, {hint}. Nothing was changed.")
-    self.model.load_state_dict({k: v.to(self.device) for k, v in load_weights(path).items()})
     state = torch.load(path / "state.pt", map_location="cpu", weights_only=True)
-    self.optimizer.load_state_dict(state["optimizer"])
+    if self.sharded: load_sharded(self.model, self.optimizer, path / "sharded")   # each process reads its own shards
+    else:
+        self.model.load_state_dict({k: v.to(self.device) for k, v in load_weights(path).items()})
+        self.optimizer.load_state_dict(state["optimizer"])
     if self.scaler is not None and state["scaler"] is not None: self.scaler.load_state_dict(state["scaler"])
     mine = state["ranks"][rank()] if state.get("ranks") else {"batches": state["batches"]["train"], "rng": state["rng"]}
     self.train_batches.load_state_dict(mine["batches"])
@@ -595,7 +626,8 @@ def _banner(self: Trainer) -> str:
     prec = {torch.float32: "float32", torch.bfloat16: "bf16 autocast", torch.float16: "fp16 autocast + loss scaling"}
     return (f"training {n / 1e6:.2f}M parameters on {self.device} ({prec[self.dtype]}"
             f"{', torch.compile' if self.compiled else ', eager'}) for {cfg.max_steps} steps | effective batch "
-            f"{cfg.batch_size} x {cfg.grad_accum} accumulation x {self.identity['world_size']} process(es) = "
+            f"{cfg.batch_size} x {cfg.grad_accum} accumulation x {self.identity['world_size']} process(es)"
+            f"{' (FSDP-sharded)' if self.sharded else ''} = "
             f"{self.effective_batch} rows per step | {cfg.schedule} lr {cfg.lr:g} -> {cfg.min_lr:g}, warmup "
             f"{cfg.warmup_steps} | out: {self.out_dir or '(no checkpoints)'}")
 
@@ -654,7 +686,7 @@ def fit(self: Trainer, resume: str | None = None, stop_after: int | None = None)
                         say(f"eval @ step {self.step}: val loss {last_eval['val_loss']:.4f}, ppl {last_eval['val_ppl']:.2f}"
                             + (f", {last_eval['val_bpb']:.4f} bits/byte" if "val_bpb" in last_eval else "")
                             + (" (best so far)" if best else ""))
-                    if self.sample_fn and cfg.samples and self.main:
+                    if self.sample_fn and cfg.samples and (self.main or self.sharded):   # FSDP: all run the model
                         texts = self.sample_fn(self.model)
                         emit({"step": self.step, "samples": texts})
                         for t in texts: say(f"  sample: {t!r}")
