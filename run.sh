@@ -3,6 +3,8 @@
 #   bash run.sh          the main job: tokenizer -> token files -> tinyllm train configs/cpu-smoke.toml (CPU, ~2 minutes)
 #   bash run.sh test     the tests: nbdev_test on every notebook, then pytest
 #   bash run.sh setup    only the set-up
+#   bash run.sh report   chapter 05's full run (tokenizer and optimizer sweeps, then the hour-long CPU run; ~2 hours),
+#                        its outputs saved into nbs/05_report.ipynb; finished runs in runs/report/ are reused
 # Environment: TINYLLM_DATA=folder with TinyStories' train.txt/valid.txt (default: ../shared/data/tinystories);
 #              TINYLLM_TORCH=pip requirement for PyTorch (default torch==2.13.0; e.g. "torch" for your CUDA build);
 #              TINYLLM_VENV=where the virtual environment lives (default .venv); PYTHON=interpreter (default python3).
@@ -61,5 +63,6 @@ case "${1:-main}" in
   setup) setup ;;
   main) setup; main_job ;;
   test) shift || true; setup; tests "$@" ;;
-  *) echo "usage: bash run.sh [main|test|setup]" >&2; exit 2 ;;
+  report) setup; cd nbs && TINYLLM_REPORT=full jupyter nbconvert --to notebook --execute --inplace 05_report.ipynb && nbdev_clean --fname 05_report.ipynb ;;
+  *) echo "usage: bash run.sh [main|test|setup|report]" >&2; exit 2 ;;
 esac

@@ -183,7 +183,7 @@ def format_config(cfg) -> str:
         tables = {k: v for k, v in d.items() if isinstance(v, dict)}
         for k, v in d.items():
             if k in tables: continue
-            lines.append(f'{k} = "none"' if v is None else f"{k} = {_toml_value(v)}")  # TOML has no null
+            lines.append(f"# {k}: unset (TOML has no null; leave the key out)" if v is None else f"{k} = {_toml_value(v)}")
         for k, v in tables.items():
             lines += [""] + emit(v, f"{section}.{k}" if section else k)
         return lines
