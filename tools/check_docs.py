@@ -3,8 +3,9 @@
 The official site is nbdev's Quarto site (`nbdev_docs`). Where Quarto cannot be installed, this script builds the
 closest thing from pip/apt packages alone: nbdev's own notebook processing (`proc_nbs`: directives stripped, hidden
 cells dropped, `show_doc` rendered) followed by nbconvert's HTML export, plus an index page linking the chapters.
-It then opens every page in headless Chromium and fails if a page is missing or empty, shows a Python traceback, or
-has an image that does not load. Screenshots of each page are saved for a person to look at.
+It then opens every page in headless Chromium and fails if a page is missing or empty, shows a Python traceback, has an
+image that does not load or has no alt text, or draws a CJK or emoji character as an empty box (no font for it). Screenshots of each
+whole page are saved for a person to look at.
 
     python tools/check_docs.py                       # build into docs-offline/, check, screenshots in docs-offline/screenshots
     python tools/check_docs.py --no-browser          # build only
@@ -32,7 +33,17 @@ window.addEventListener('load', () => {
   const text = document.body ? document.body.innerText : '';
   const tb = /Traceback \\(most recent call last\\)|\\w+Error: .*\\n.*Traceback/.test(text)
              || document.querySelectorAll('[data-mime-type="application/vnd.jupyter.stderr"] .ansi-red-fg, .output_error, .jp-OutputArea-output[data-mime-type="application/vnd.jupyter.error"]').length > 0;
-  const r = {images: imgs.length, broken: broken, chars: text.trim().length, traceback: tb,
+  // tofu: a CJK or emoji character that no installed font draws renders exactly like an unassigned code point
+  const c = document.createElement('canvas'); c.width = c.height = 40;
+  const g = c.getContext('2d');
+  const draw = ch => { g.clearRect(0, 0, 40, 40); g.font = '28px sans-serif'; g.fillText(ch, 2, 30);
+                       return g.getImageData(0, 0, 40, 40).data.join(','); };
+  const missing = draw('\uE000');
+  const wide = new Set(text.match(/[\u2E80-\u9FFF\uAC00-\uD7AF\uF900-\uFAFF]|\p{Extended_Pictographic}/gu) || []);
+  const tofu = Array.from(wide).filter(ch => draw(ch) === missing);
+  const noalt = imgs.filter(i => !i.alt || i.alt.startsWith('No description')).length;
+  const r = {images: imgs.length, broken: broken, noalt: noalt, chars: text.trim().length, traceback: tb, tofu: tofu,
+             height: document.documentElement.scrollHeight,
              title: document.title, headings: document.querySelectorAll('h1').length};
   const m = document.createElement('pre'); m.id = 'tinyllm-check'; m.textContent = JSON.stringify(r);
   document.body.appendChild(m);
@@ -96,7 +107,10 @@ def mixed_import_cells(nb_path: Path) -> list[str]:
         lines = "".join(c["source"]).splitlines() if c["cell_type"] == "code" else []
         if any(re.match(r"#\|\s*export", ln) for ln in lines):
             continue
-        code = [ln for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
+        code = []
+        for ln in (ln for ln in lines if ln.strip() and not ln.lstrip().startswith("#")):
+            if code and code[-1].count("(") > code[-1].count(")"): code[-1] += " " + ln.strip()  # `from x import (a,\n b)`
+            else: code.append(ln)
         imports = [ln for ln in code if IMPORT_LINE.search(ln)]
         if imports and any(not (IMPORT_LINE.search(ln) or OPTIONAL_IMPORT.match(ln)) for ln in code):
             bad.append(f"cell {i} mixes `{imports[0].strip()}` with other code: move the import to an import-only cell")
@@ -109,16 +123,22 @@ def quarto_to_plain(nb: dict) -> dict:
     for c in nb["cells"]:
         src = "".join(c["source"])
         if c["cell_type"] == "raw" and src.startswith("---"):
-            meta = dict(re.findall(r"^(\w[\w-]*):\s*(.*)$", src, re.M))
-            unq = lambda v: v.strip().strip("'\"").replace("''", "'")
-            title = unq(meta.get("title", ""))
-            desc = unq(meta.get("description", ""))
+            import yaml  # the front matter is YAML: a long description is folded over several lines
+            meta = yaml.safe_load(src.strip().strip("-")) or {}
+            title, desc = str(meta.get("title", "")).strip(), " ".join(str(meta.get("description", "")).split())
             c = {"cell_type": "markdown", "metadata": {}, "source": f"# {title}\n\n*{desc}*" if desc else f"# {title}"}
         elif c["cell_type"] == "code":
             lines = src.splitlines()
             if any(re.match(r"#\|\s*echo:\s*false", ln) for ln in lines):
                 c.setdefault("metadata", {}).setdefault("tags", []).append("remove_input")
             c["source"] = "\n".join(ln for ln in lines if not ln.startswith("#|"))
+            alt = next((m.group(1) for ln in lines for m in [re.match(r'#\|\s*fig-alt:\s*"?(.*?)"?\s*$', ln)] if m), None)
+            for o in c.get("outputs", []):  # Quarto's fig-alt becomes the image's alt attribute
+                png = o.get("data", {}).pop("image/png", None) if alt else None
+                if png:
+                    src = "".join(png).replace("\n", "")
+                    o["data"]["text/html"] = f'<img src="data:image/png;base64,{src}" alt="{html.escape(alt, quote=True)}">'
+                    o["data"].pop("text/plain", None)
             for o in c.get("outputs", []):  # show_doc's Quarto link attributes mean nothing to plain Markdown
                 md = o.get("data", {}).get("text/markdown")
                 if md:
@@ -150,6 +170,8 @@ def render(proc: Path, out: Path) -> list[Path]:
         page = out / (nb.stem + ".html")
         text = page.read_text(encoding="utf-8")
         text = re.sub(r'href="(\w+)\.ipynb"', r'href="\1.html"', text)
+        css = NBS / "styles.css"                           # the site's own stylesheet, as Quarto would apply it
+        if css.exists(): text = text.replace("</head>", f"<style>{css.read_text(encoding='utf-8')}</style></head>", 1)
         page.write_text(text, encoding="utf-8")
         pages.append(page)
     return pages
@@ -198,12 +220,14 @@ def browse(exe: str, page: Path, shots: Path) -> dict:
         flags = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                  "--virtual-time-budget=10000", f"--user-data-dir={tmp}/profile"]
         dom = subprocess.run(flags + ["--dump-dom", probe.as_uri()], capture_output=True, text=True, timeout=120).stdout
-        subprocess.run(flags + ["--window-size=1280,1600", f"--screenshot={shots / (page.stem + '.png')}", page.as_uri()],
-                       capture_output=True, timeout=120)
-    m = re.search(r'<pre id="tinyllm-check">(.*?)</pre>', dom, re.S)
-    if not m:
-        return {"error": "the page did not finish loading in the browser"}
-    return json.loads(html.unescape(m.group(1)))
+        m = re.search(r'<pre id="tinyllm-check">(.*?)</pre>', dom, re.S)
+        if not m:
+            return {"error": "the page did not finish loading in the browser"}
+        found = json.loads(html.unescape(m.group(1)))
+        height = min(max(int(found.get("height", 1600)), 800), 30000)   # the whole page, within Chromium's limits
+        subprocess.run(flags + [f"--window-size=1280,{height}", f"--screenshot={shots / (page.stem + '.png')}",
+                                page.as_uri()], capture_output=True, timeout=180)
+    return found
 
 
 def main(argv=None):
@@ -243,6 +267,11 @@ def main(argv=None):
                 status = "page shows a Python traceback"
             elif r["broken"]:
                 status = f"{len(r['broken'])} broken image(s): {r['broken'][:3]}"
+            elif r.get("noalt"):
+                status = f"{r['noalt']} figure(s) without alt text: add `#| fig-alt: \"what it shows\"` to the cell"
+            elif r.get("tofu"):
+                status = (f"{len(r['tofu'])} character(s) drawn as empty boxes, no font has them: {''.join(r['tofu'][:10])} "
+                          "(install fonts-noto-cjk and fonts-noto-color-emoji)")
             print(f"  {page.name:28s} {r.get('chars', 0):7d} chars {r.get('images', 0):3d} images  {status}")
             if status != "ok":
                 problems.append(f"{page.name}: {status}")
