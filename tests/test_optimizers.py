@@ -219,12 +219,31 @@ def test_our_muon_matches_torch(adjust):
     for cls in (Muon, torch.optim.Muon):
         for shape in ((24, 40), (40, 24)):
             p = nn.Parameter(W.clone().reshape(shape))
-            opt = cls([p], lr=0.02, weight_decay=0.1, adjust_lr_fn=adjust)
+            kw = dict(ns_dtype="bfloat16") if cls is Muon else {}   # PyTorch's Muon always works in bf16
+            opt = cls([p], lr=0.02, weight_decay=0.1, adjust_lr_fn=adjust, **kw)
             for i in range(3):
                 p.grad = torch.randn(shape, generator=torch.Generator().manual_seed(i))
                 opt.step()
             out.append(p.detach())
     assert torch.equal(out[0], out[2]) and torch.equal(out[1], out[3])
+
+
+def test_muon_runs_newton_schulz_in_float32_where_bf16_is_emulated(monkeypatch):
+    import tinyllm.optimizers as O
+    from tinyllm.optim import make_optimizer
+    for native, want in ((False, torch.float32), (True, torch.bfloat16)):
+        monkeypatch.setattr(O, "bf16_supported", lambda device_type, native=native: native)
+        assert O.ns_dtype_for("auto", torch.device("cpu")) == want
+        opt = make_optimizer("muon", lr=1e-3)(GPT(GPTConfig.from_preset("tiny")))
+        uses_torch = hasattr(torch.optim, "Muon") and native     # PyTorch's Muon only where bf16 is native
+        assert isinstance(opt._muon, torch.optim.Muon if uses_torch else O.Muon)
+    seen = []
+    monkeypatch.setattr(O, "newton_schulz", lambda G, *a: seen.append(a[-1]) or G.to(a[-1]))
+    p = nn.Parameter(torch.randn(8, 4))
+    p.grad = torch.randn(8, 4)
+    O.Muon([p], ns_dtype="float32").step()
+    assert seen == [torch.float32]
+    with pytest.raises(TinyLLMError, match="ns_dtype='half'"): O.Muon([p], ns_dtype="half")
 
 
 def test_newton_schulz_orthogonalizes():

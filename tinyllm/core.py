@@ -12,7 +12,7 @@ from pathlib import Path
 
 # %% auto 0
 __all__ = ['UTF8_FIX', 'DATA_ENV', 'SPLITS', 'GPT2_URLS', 'GPT2_SHA256', 'TinyLLMError', 'decode_utf8', 'tinystories_dir',
-           'tinystories_file', 'atomic_write', 'gpt2_files', 'tiktoken_gpt2']
+           'tinystories_file', 'atomic_write', 'gpt2_files', 'tiktoken_gpt2', 'cpu_flags', 'bf16_supported']
 
 # %% ../nbs/00_core.ipynb
 class TinyLLMError(Exception):
@@ -142,3 +142,21 @@ def tiktoken_gpt2(encoder_json=None, vocab_bpe=None, cache_dir=None):
     finally:
         if old is None: del os.environ["TIKTOKEN_CACHE_DIR"]
         else: os.environ["TIKTOKEN_CACHE_DIR"] = old
+
+# %% ../nbs/00_core.ipynb
+def cpu_flags() -> set[str]:
+    "The CPU's feature flags from /proc/cpuinfo (`flags` on x86, `Features` on ARM); empty where there is no such file."
+    try: text = Path("/proc/cpuinfo").read_text()
+    except OSError: return set()
+    line = next((ln for ln in text.splitlines() if ln.startswith(("flags", "Features"))), ":")
+    return set(line.split(":", 1)[1].split())
+
+def bf16_supported(device_type: str) -> bool:
+    "Whether `device_type` computes bf16 natively (CUDA from Ampere on; CPUs with AVX512-BF16 or AMX)."
+    import torch
+    if device_type == "cuda": return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device_type == "cpu":
+        if not (torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()): return False
+        flags = cpu_flags()            # oneDNN says yes on any AVX-512 CPU, emulating bf16 (slower than fp32) without these
+        return not flags or bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
+    return False

@@ -5,8 +5,11 @@
 # %% ../nbs/02_model.ipynb 3
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
+import sys
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Callable
@@ -503,12 +506,26 @@ def new_kv_cache(self: GPT, batch_size: int, max_len: int | None = None, dtype: 
     return KVCache(self.config, batch_size, max_len, device=p.device, dtype=dtype or p.dtype)
 
 # %% ../nbs/02_model.ipynb
+@contextlib.contextmanager
+def _stderr_silenced():
+    "Send file descriptor 2 to /dev/null inside: the profiler's C++ side prints start/stop lines there that Python cannot catch."
+    sys.stderr.flush()
+    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 2)
+    try: yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved), os.close(null)
+
 def peak_memory(fn: Callable[[], object]) -> int:
     "Peak bytes of tensor memory allocated above the starting level while `fn()` runs (resolution: one op), from the profiler."
     from torch.profiler import ProfilerActivity, profile
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
-    with profile(activities=acts, profile_memory=True) as prof:
-        fn()
+    prof = profile(activities=acts, profile_memory=True)
+    with _stderr_silenced(): prof.__enter__()             # only the profiler's own start and stop are silenced,
+    try: fn()                                             # not what fn() prints or raises
+    finally:
+        with _stderr_silenced(): prof.__exit__(None, None, None)
     live = peak = 0
     for e in sorted(prof.events(), key=lambda e: e.time_range.start):  # net bytes allocated by each op itself, in order
         live += e.self_cpu_memory_usage + e.self_device_memory_usage

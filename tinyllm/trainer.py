@@ -28,18 +28,17 @@ from fastcore.basics import patch
 
 from .checkpoint import (CheckpointError, list_checkpoints, load_weights, prune_checkpoints, remove_stale,
                                 resolve_checkpoint, save_checkpoint, set_pointer, stage_checkpoint, verify_checkpoint)
-from .core import TinyLLMError, atomic_write
+from .core import TinyLLMError, atomic_write, bf16_supported, cpu_flags   # bf16: chapter 0
 from .distributed import (DistributedError, all_reduce_mean, broadcast_object, full_model_state, full_value,
                                  gather_objects, is_distributed, load_sharded, local_part, lost_peer, rank,
                                  save_sharded, shard_model)
 from .optim import make_optimizer, make_schedule
 
 # %% auto 0
-__all__ = ['TrainConfig', 'cpu_flags', 'bf16_supported', 'resolve_device', 'default_train_options', 'resolve_precision',
-           'autocast', 'default_loss', 'to_device', 'batch_tokens', 'rng_state', 'set_rng_state', 'gemm_peak_flops',
-           'peak_memory_mb', 'JSONLLogger', 'read_metrics', 'TensorBoardLogger', 'WandbLogger', 'find_nonfinite',
-           'NonFiniteError', 'world_size', 'set_deterministic', 'ResumeMismatchError', 'Trainer', 'Terminated',
-           'sigterm_raises', 'make_train_step']
+__all__ = ['TrainConfig', 'resolve_device', 'default_train_options', 'resolve_precision', 'autocast', 'default_loss', 'to_device',
+           'batch_tokens', 'rng_state', 'set_rng_state', 'gemm_peak_flops', 'peak_memory_mb', 'JSONLLogger',
+           'read_metrics', 'TensorBoardLogger', 'WandbLogger', 'find_nonfinite', 'NonFiniteError', 'world_size',
+           'set_deterministic', 'ResumeMismatchError', 'Trainer', 'Terminated', 'sigterm_raises', 'make_train_step']
 
 # %% ../nbs/03_trainer.ipynb
 @dataclass
@@ -92,22 +91,6 @@ class TrainConfig:
         make_optimizer(self.optimizer, lr=self.lr)                        # and the optimizer's name
 
 # %% ../nbs/03_trainer.ipynb
-def cpu_flags() -> set[str]:
-    "The CPU's feature flags from /proc/cpuinfo (`flags` on x86, `Features` on ARM); empty where there is no such file."
-    try: text = Path("/proc/cpuinfo").read_text()
-    except OSError: return set()
-    line = next((ln for ln in text.splitlines() if ln.startswith(("flags", "Features"))), ":")
-    return set(line.split(":", 1)[1].split())
-
-def bf16_supported(device_type: str) -> bool:
-    "Whether `device_type` computes bf16 natively (CUDA from Ampere on; CPUs with AVX512-BF16 or AMX)."
-    if device_type == "cuda": return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    if device_type == "cpu":
-        if not (torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()): return False
-        flags = cpu_flags()            # oneDNN says yes on any AVX-512 CPU, emulating bf16 (slower than fp32) without these
-        return not flags or bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
-    return False
-
 def resolve_device(device: str) -> torch.device:
     "`'auto'` is CUDA if available, else MPS, else CPU; an unavailable device is an error that says what to install."
     if device == "auto":
