@@ -536,11 +536,12 @@ def test_prepare_tinystories_sample(tinystories, tmp_path, gpt2_files, tiktoken_
     res = D.prepare(tinystories, gpt2_files[0].parent, tmp_path / "out", splits=["train", "valid"], progress=False)
     for split, r in res.items():
         d = D.load_tokens(tmp_path / "out", split, tokenizer=D.load_tokenizer(gpt2_files[0].parent), verify=True)
-        stories = list(D.iter_txt_stories(tinystories / f"{split}.txt"))
+        files = [tinystories / f"{split}.txt"] + sorted(tinystories.glob(f"{split}-*.txt"))   # train.txt, train-more.txt
+        stories = [s for f in files for s in D.iter_txt_stories(f)]
         want = np.concatenate([np.array(ids + [50256], dtype=np.uint16)
                                for ids in tiktoken_gpt2.encode_ordinary_batch(stories)])
         assert np.array_equal(d.tokens, want)
         assert r.meta["num_stories"] == len(stories) == int((d.tokens == 50256).sum())
-    assert res["train"].meta["num_stories"] == 11_210 and res["valid"].meta["num_stories"] == 300
+    assert res["train"].meta["num_stories"] == 11_210 + 2_988 and res["valid"].meta["num_stories"] == 300
     again = D.prepare(tinystories, gpt2_files[0].parent, tmp_path / "out", splits=["train", "valid"], progress=False)
     assert all(r.skipped for r in again.values())

@@ -36,10 +36,6 @@ def normalize_story(text: str) -> str:
     return text.replace("\r\n", "\n").strip()
 
 # %% ../nbs/02a_data.ipynb
-def _utf8(raw: bytes, path, offset: int) -> str:
-    "`raw` decoded as UTF-8; an invalid byte is an error naming the file and its byte offset (`offset` = where `raw` starts)."
-    return decode_utf8(raw, path, offset)
-
 def _open(path: Path):
     "Open a source file for binary reading, turning the usual mistakes into errors that say what to pass instead."
     try:
@@ -64,7 +60,7 @@ def iter_txt_stories(path, read_size: int = 1 << 20, max_story_bytes: int = 1 <<
             tail = pieces.pop() if block else b""  # at end of file the last piece is a story too
             at = tail_at
             for raw in pieces:
-                text = normalize_story(_utf8(raw, path, at))
+                text = normalize_story(decode_utf8(raw, path, at))
                 if text: yield text
                 at += len(raw) + len(sep)
             tail_at = at
@@ -81,7 +77,7 @@ def iter_jsonl_stories(path, field: str = "text") -> Iterator[str]:
     path, at = Path(path), 0
     with _open(path) as f:
         for lineno, raw in enumerate(f, 1):
-            line = _utf8(raw, path, at)
+            line = decode_utf8(raw, path, at)
             at += len(raw)
             if not line.strip(): continue
             try:

@@ -17,21 +17,21 @@ from typing import Callable
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from fastcore.basics import patch
 from torch.utils.checkpoint import checkpoint
 
 from .core import TinyLLMError, atomic_write
 
 # %% auto 0
-__all__ = ['ARCHS', 'PRESETS', 'IGNORE_INDEX', 'PEAK_FLOPS', 'ConfigError', 'ModelInputError', 'StateDictMismatchError',
+__all__ = ['ARCHS', 'PRESETS', 'IGNORE_INDEX', 'PEAK_FLOPS', 'ModelConfigError', 'ModelInputError', 'StateDictMismatchError',
            'GPTConfig', 'RMSNorm', 'make_norm', 'rope_cache', 'rotate_half', 'apply_rope', 'KVCache', 'bmm_attention',
            'auto_attention_kernel', 'attention_kernel', 'CausalSelfAttention', 'MLP', 'Block', 'chunked_cross_entropy',
-           'GPT', 'num_params', 'param_groups_breakdown', 'hand_count', 'flops_per_token', 'estimate_mfu', 'chinchilla',
-           'new_kv_cache', 'peak_memory', 'load_state_dict', 'export_hf']
+           'GPT', 'hand_count', 'chinchilla', 'peak_memory', 'export_hf']
 
 # %% ../nbs/02_model.ipynb
 ARCHS = ("gpt2", "llama")
 
-class ConfigError(TinyLLMError, ValueError):
+class ModelConfigError(TinyLLMError, ValueError):
     "A `GPTConfig` field has an impossible value; the message names the field and a fix."
 
 class ModelInputError(TinyLLMError, ValueError):
@@ -60,7 +60,7 @@ class GPTConfig:
     grad_checkpoint: bool = False # recompute each block's activations in backward instead of storing them
 
     def __post_init__(self):
-        def bad(msg): raise ConfigError(f"GPTConfig: {msg}")
+        def bad(msg): raise ModelConfigError(f"GPTConfig: {msg}")
         if self.arch not in ARCHS: bad(f"arch={self.arch!r} is unknown; use one of {', '.join(map(repr, ARCHS))}")
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "multiple_of"):
             v = getattr(self, name)
@@ -105,14 +105,14 @@ class GPTConfig:
         "Build from a dict (e.g. a checkpoint's JSON); unknown keys are an error, not silently dropped."
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
-        if unknown: raise ConfigError(f"GPTConfig has no field(s) {', '.join(unknown)}; known fields: {', '.join(sorted(known))}")
+        if unknown: raise ModelConfigError(f"GPTConfig has no field(s) {', '.join(unknown)}; known fields: {', '.join(sorted(known))}")
         return cls(**d)
 
     @classmethod
     def from_preset(cls, name: str, **overrides) -> GPTConfig:
         "A named configuration from `PRESETS`, with any field overridden: `GPTConfig.from_preset('seed', vocab_size=50257)`."
         if name not in PRESETS:
-            raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)} (or build GPTConfig(...) directly)")
+            raise ModelConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)} (or build GPTConfig(...) directly)")
         return cls.from_dict({**PRESETS[name], **overrides})
 
 PRESETS: dict[str, dict] = {
@@ -342,7 +342,7 @@ class GPT(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
         if not isinstance(config, GPTConfig):
-            raise ConfigError(f"GPT needs a GPTConfig, got {type(config).__name__}; e.g. GPT(GPTConfig.from_preset('seed'))")
+            raise ModelConfigError(f"GPT needs a GPTConfig, got {type(config).__name__}; e.g. GPT(GPTConfig.from_preset('seed'))")
         self.config = cfg = config
         self.transformer = nn.ModuleDict(dict(
             wte=nn.Embedding(cfg.vocab_size, cfg.n_embd),
@@ -426,14 +426,7 @@ class GPT(nn.Module):
         return self.lm_head(x[:, -1:] if last_only else x), None
 
 # %% ../nbs/02_model.ipynb
-def _method(cls):
-    "Decorator: attach the function to `cls` as a method (keeps each method next to its explanation)."
-    def deco(f):
-        setattr(cls, f.__name__, f)
-        return f
-    return deco
-
-@_method(GPT)
+@patch
 def num_params(self: GPT, non_embedding: bool = True) -> int:
     "Number of parameters (a tied matrix counts once); `non_embedding` leaves out the token and position tables."
     n = sum(p.numel() for p in self.parameters())
@@ -442,7 +435,7 @@ def num_params(self: GPT, non_embedding: bool = True) -> int:
         if "wpe" in self.transformer: n -= self.transformer.wpe.weight.numel()  # an untied lm_head stays: it is a matmul
     return n
 
-@_method(GPT)
+@patch
 def param_groups_breakdown(self: GPT) -> dict[str, int]:
     "Parameters by role: token/position embeddings, attention, MLP, norms, and an untied output head."
     out = dict(token_embedding=0, position_embedding=0, attention=0, mlp=0, norms=0, lm_head_untied=0)
@@ -468,7 +461,7 @@ def hand_count(cfg: GPTConfig) -> dict[str, int]:
                 lm_head_untied=0 if cfg.tie_weights else V * d)
 
 # %% ../nbs/02_model.ipynb
-@_method(GPT)
+@patch
 def flops_per_token(self: GPT, seq_len: int | None = None, training: bool = True) -> float:
     "Model FLOPs per token: `6N + 12·L·T·d` for a training step (`2N + 4·L·T·d` forward only), N = matmul parameters."
     cfg = self.config
@@ -477,7 +470,7 @@ def flops_per_token(self: GPT, seq_len: int | None = None, training: bool = True
     fwd = 2 * n_matmul + 4 * cfg.n_layer * T * cfg.n_embd
     return float(3 * fwd if training else fwd)
 
-@_method(GPT)
+@patch
 def estimate_mfu(self: GPT, tokens_per_sec: float, peak_flops: float, seq_len: int | None = None) -> float:
     "Model FLOPs utilisation of a training run processing `tokens_per_sec`, on hardware peaking at `peak_flops` FLOP/s."
     if peak_flops <= 0: raise TinyLLMError(f"peak_flops={peak_flops} must be positive (e.g. 312e12 for an A100 in bf16)")
@@ -499,7 +492,7 @@ def chinchilla(compute: float | None = None, params: float | None = None, tokens
     return dict(params=params, tokens=tokens, compute=6 * params * tokens)
 
 # %% ../nbs/02_model.ipynb
-@_method(GPT)
+@patch
 def new_kv_cache(self: GPT, batch_size: int, max_len: int | None = None, dtype: torch.dtype | None = None) -> KVCache:
     "An empty `KVCache` for this model, on its device (dtype: its parameters', unless given)."
     p = next(self.parameters())
@@ -544,7 +537,7 @@ def _guess_config(sd: dict) -> str:
     if layers: hints.append(f"n_layer={max(layers) + 1}")
     return ", ".join(hints)
 
-@_method(GPT)
+@patch
 def load_state_dict(self: GPT, state_dict, strict: bool = True, assign: bool = False):
     "`nn.Module.load_state_dict`, accepting compiled/DDP prefixes, with a `StateDictMismatchError` that names the mismatch."
     sd = {}
