@@ -28,7 +28,7 @@ from fastcore.basics import patch
 
 from .checkpoint import (CheckpointError, list_checkpoints, load_weights, prune_checkpoints, remove_stale,
                                 resolve_checkpoint, save_checkpoint, set_pointer, stage_checkpoint, verify_checkpoint)
-from .core import TinyLLMError, atomic_write, bf16_supported, cpu_flags   # bf16: chapter 0
+from .core import TinyLLMError, atomic_write, bf16_supported   # bf16_supported: chapter 0
 from .distributed import (DistributedError, all_reduce_mean, broadcast_object, full_model_state, full_value,
                                  gather_objects, is_distributed, load_sharded, local_part, lost_peer, rank,
                                  save_sharded, shard_model)

@@ -39,7 +39,7 @@ window.addEventListener('load', () => {
   const draw = ch => { g.clearRect(0, 0, 40, 40); g.font = '28px sans-serif'; g.fillText(ch, 2, 30);
                        return g.getImageData(0, 0, 40, 40).data.join(','); };
   const missing = draw('\uE000');
-  const wide = new Set(text.match(/[\u2E80-\u9FFF\uAC00-\uD7AF\uF900-\uFAFF]|\p{Extended_Pictographic}/gu) || []);
+  const wide = new Set(text.match(/[\u2E80-\u9FFF\uAC00-\uD7AF\uF900-\uFAFF]|\\p{Extended_Pictographic}/gu) || []);
   const tofu = Array.from(wide).filter(ch => draw(ch) === missing);
   const noalt = imgs.filter(i => !i.alt || i.alt.startsWith('No description')).length;
   const r = {images: imgs.length, broken: broken, noalt: noalt, chars: text.trim().length, traceback: tb, tofu: tofu,
