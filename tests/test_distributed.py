@@ -50,8 +50,9 @@ def test_two_processes_make_the_update_of_one_process_with_twice_the_batch(tmp_p
     assert len(list((tmp_path / "two").glob("metrics.jsonl"))) == 1 and len(losses(tmp_path / "two")) == 4  # rank 0 only
 
 
-def test_two_processes_resume_bit_exactly(tmp_path):
-    common = ("--steps", 6, "--dropout", 0.1)                  # dropout: each process's generator must be restored
+@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
+def test_two_processes_resume_bit_exactly(tmp_path, parallel):
+    common = ("--steps", 6, "--dropout", 0.1, "--parallel", parallel)   # dropout: each process's generator must be restored
     ok(run(tmp_path / "straight", *common))
     ok(run(tmp_path / "resumed", *common, "--stop-after", 2))
     resumed = ok(run(tmp_path / "resumed", *common, "--resume", "last"))
@@ -59,6 +60,10 @@ def test_two_processes_resume_bit_exactly(tmp_path):
     assert losses(tmp_path / "straight") == losses(tmp_path / "resumed")
     a, b = weights(tmp_path / "straight"), weights(tmp_path / "resumed")
     assert all(torch.equal(a[k], b[k]) for k in a)
+    if parallel == "fsdp":                                     # the sharded run resumed as DDP: refused, clearly
+        p = run(tmp_path / "resumed", "--steps", 8, "--resume", "last")
+        assert p.returncode != 0 and "parallel: checkpoint 'fsdp', this run None" in p.stderr, p.stderr[-2000:]
+        assert "same train.parallel" in p.stderr
 
 
 def test_a_lost_process_stops_the_other_and_the_last_checkpoint_resumes(tmp_path):
@@ -158,20 +163,6 @@ def test_fsdp_makes_the_update_of_one_process_and_saves_sharded_checkpoints(tmp_
     with open(last / "sharded" / "__1_0.distcp", "r+b") as f: f.write(b"garbage")
     with pytest.raises(TinyLLMError, match="sharded/__1_0.distcp does not match the SHA-256"):
         verify_checkpoint(last)
-
-
-def test_fsdp_resumes_bit_exactly_from_its_sharded_checkpoint(tmp_path):
-    common = ("--steps", 6, "--dropout", 0.1, "--parallel", "fsdp")
-    ok(run(tmp_path / "straight", *common))
-    ok(run(tmp_path / "resumed", *common, "--stop-after", 2))
-    resumed = ok(run(tmp_path / "resumed", *common, "--resume", "last"))
-    assert "resumed from" in resumed.stdout
-    assert losses(tmp_path / "straight") == losses(tmp_path / "resumed")
-    a, b = weights(tmp_path / "straight"), weights(tmp_path / "resumed")
-    assert all(torch.equal(a[k], b[k]) for k in a)
-    p = run(tmp_path / "resumed", "--steps", 8, "--resume", "last")   # the same run under DDP: refused, clearly
-    assert p.returncode != 0 and "parallel: checkpoint 'fsdp', this run None" in p.stderr, p.stderr[-2000:]
-    assert "same train.parallel" in p.stderr
 
 
 def test_fsdp_refuses_muon_which_needs_whole_matrices(tmp_path):
