@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import tempfile
 from pathlib import Path
@@ -144,12 +145,13 @@ def tiktoken_gpt2(encoder_json=None, vocab_bpe=None, cache_dir=None):
         else: os.environ["TIKTOKEN_CACHE_DIR"] = old
 
 # %% ../nbs/00_core.ipynb
-def cpu_flags() -> set[str]:
+@functools.cache                       # read once: Muon asks for every matrix at every step
+def cpu_flags() -> frozenset[str]:
     "The CPU's feature flags from /proc/cpuinfo (`flags` on x86, `Features` on ARM); empty where there is no such file."
     try: text = Path("/proc/cpuinfo").read_text()
-    except OSError: return set()
+    except OSError: return frozenset()
     line = next((ln for ln in text.splitlines() if ln.startswith(("flags", "Features"))), ":")
-    return set(line.split(":", 1)[1].split())
+    return frozenset(line.split(":", 1)[1].split())
 
 def bf16_supported(device_type: str) -> bool:
     "Whether `device_type` computes bf16 natively (CUDA from Ampere on; CPUs with AVX512-BF16 or AMX)."
