@@ -34,6 +34,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+GPT2_DIR = REPO / "tests" / "fixtures" / "gpt2"   # the repository's copies of GPT-2's BPE files
 try:
     import tinyllm  # noqa: F401
 except ImportError:  # running from a checkout that is not pip-installed
@@ -162,7 +163,7 @@ def _child(kind: str, path: str, arg: float) -> dict:
     from tinyllm import core
     if kind == "stream":  # RSS growth of encode_iterable over `arg` MB of text streamed from `path`
         from tinyllm.bpe import Tokenizer
-        tok = Tokenizer.from_gpt2(*core.gpt2_files())
+        tok = Tokenizer.from_gpt2(*core.gpt2_files(GPT2_DIR))
         target = int(arg * MB)
         def lines():
             sent = 0
@@ -243,7 +244,7 @@ def first_diff(a: list[int], b: list[int]) -> int:
 def bench_encoding(path: Path, repeats: int) -> dict:
     from tinyllm import core
     from tinyllm.bpe import Tokenizer
-    enc_json, vocab_bpe = core.gpt2_files()
+    enc_json, vocab_bpe = core.gpt2_files(GPT2_DIR)
     tk = core.tiktoken_gpt2(enc_json, vocab_bpe)
     text = path.read_text(encoding="utf-8")
     nbytes = len(text.encode("utf-8"))

@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+GPT2_DIR = REPO / "tests" / "fixtures" / "gpt2"   # the repository's copies of GPT-2's BPE files
 try:
     import tinyllm  # noqa: F401
 except ImportError:  # running from a checkout that is not pip-installed
@@ -78,7 +79,7 @@ def main(argv=None) -> int:
     try:
         src = (args.data or tinystories_dir()) / "train.txt"
         sources = [D.Source.from_path(src)]
-        enc_json, vocab_bpe = gpt2_files()
+        enc_json, vocab_bpe = gpt2_files(GPT2_DIR)
     except TinyLLMError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -17,6 +17,8 @@ from tinyllm.bpe import (_GPT2_ASCII, _GPT2_EXACT, _GPT2_FAST, LETTER, NUMBER, T
                          learn_merges, pretokenize, read_merges, split_special, train_bpe, train_bpe_naive)
 from tinyllm.core import TinyLLMError
 
+GPT2_DIR = Path(__file__).parent / "fixtures" / "gpt2"
+
 FIX = Path(__file__).parent / "fixtures" / "bpe"
 EDGE = json.loads((FIX / "edge_cases.json").read_text(encoding="utf-8"))
 EDGE_CASES = [s for group in EDGE.values() for s in group]
@@ -177,7 +179,7 @@ import os, sys
 from tinyllm.bpe import Tokenizer
 from tinyllm.core import gpt2_files
 def rss_mb(): return int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-tok = Tokenizer.from_gpt2(*gpt2_files())
+tok = Tokenizer.from_gpt2(*gpt2_files(sys.argv[2]))
 lines = open(sys.argv[1], encoding="utf-8").read().splitlines(keepends=True)
 reps = 100_000_000 // sum(map(len, lines)) + 1
 def stream():
@@ -189,7 +191,7 @@ for n, _ in enumerate(tok.encode_iterable(stream()), 1):
     if n % 100_000 == 0: peak = max(peak, rss_mb())
 print(n, peak - base)
 """
-    out = subprocess.run([sys.executable, "-c", code, str(tinystories / "valid.txt")], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-c", code, str(tinystories / "valid.txt"), str(GPT2_DIR)], capture_output=True, text=True,
                          cwd=Path(__file__).parent, check=True).stdout.split()
     n, extra_mb = int(out[0]), float(out[1])
     assert n > 20_000_000 and extra_mb < 50, (n, extra_mb)

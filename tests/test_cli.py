@@ -193,3 +193,17 @@ def test_missing_required_key():
 
     with pytest.raises(ConfigError, match="missing required key.*path"):
         load_config(NeedsPath)
+
+
+def test_bench_runs_a_script_from_the_folder_it_is_given(tmp_path, capsys, monkeypatch):
+    "`tinyllm bench` looks in --bench-dir, $TINYLLM_BENCH or ./bench, never in the package's own location."
+    (tmp_path / "echo.py").write_text("import sys\nprint('args:', sys.argv[1:])\n")
+    status, out, _ = run("bench", "--bench-dir", str(tmp_path), "echo", "--quick", "--x", "1", capsys=capsys)
+    assert status == 0 and "args: ['--quick', '--x', '1']" in out
+    monkeypatch.setenv(cli.BENCH_ENV, str(tmp_path))
+    status, out, err = run("bench", "nosuch", capsys=capsys)
+    assert status != 0 and f"no benchmark 'nosuch' in {tmp_path}" in err and "echo" in err
+    monkeypatch.delenv(cli.BENCH_ENV)
+    monkeypatch.chdir(tmp_path)
+    status, out, err = run("bench", "echo", capsys=capsys)
+    assert status != 0 and "no benchmark folder at bench" in err and "--bench-dir" in err

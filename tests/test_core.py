@@ -65,3 +65,24 @@ def test_atomic_write_disk_full_is_a_clear_error(tmp_path, monkeypatch):
         with atomic_write(p) as f:
             f.write(b"new")
     assert p.read_bytes() == b"good"
+
+
+def test_gpt2_files_downloads_once_and_checks_hashes(gpt2_files, tmp_path, monkeypatch):
+    "With no folder, gpt2_files() downloads into its cache (here from file:// URLs), then reuses the verified copies."
+    urls = {name: (gpt2_files[0].parent / name).as_uri() for name in core.GPT2_URLS}
+    monkeypatch.setattr(core, "GPT2_URLS", urls)
+    got = core.gpt2_files(cache_dir=tmp_path / "cache")
+    assert [p.read_bytes() for p in got] == [p.read_bytes() for p in gpt2_files]
+    monkeypatch.setattr(core, "GPT2_URLS", {name: "file:///no/such/file" for name in urls})
+    assert core.gpt2_files(cache_dir=tmp_path / "cache") == got          # cached: no download attempted
+    (tmp_path / "cache" / "vocab.bpe").write_bytes(b"garbled")
+    with pytest.raises(TinyLLMError, match="could not download file:///no/such/file"):
+        core.gpt2_files(cache_dir=tmp_path / "cache")                     # a damaged copy is fetched again
+
+
+def test_gpt2_files_from_a_folder_names_a_wrong_file(gpt2_files, tmp_path):
+    (tmp_path / "encoder.json").write_bytes(gpt2_files[0].read_bytes())
+    (tmp_path / "vocab.bpe").write_bytes(gpt2_files[1].read_bytes()[:-1])
+    with pytest.raises(TinyLLMError, match="vocab.bpe is not GPT-2's original file"):
+        core.gpt2_files(tmp_path)
+    assert core.gpt2_files(gpt2_files[0].parent) == gpt2_files

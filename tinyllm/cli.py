@@ -18,7 +18,7 @@ from .config import format_config, load_config, valid_keys
 from .core import TinyLLMError
 
 # %% auto 0
-__all__ = ['COMMANDS', 'Command', 'build_parser', 'DataConfig', 'run_config_class', 'load_run_config', 'main']
+__all__ = ['COMMANDS', 'BENCH_ENV', 'Command', 'build_parser', 'DataConfig', 'run_config_class', 'load_run_config', 'main']
 
 # %% ../nbs/91_cli.ipynb
 @dataclasses.dataclass(frozen=True)
@@ -138,24 +138,24 @@ def _train(args):
     return 0
 
 # %% ../nbs/91_cli.ipynb
-def _bench_dir() -> Path | None:
-    for d in (Path.cwd(), Path(__file__).resolve().parents[1]):
-        if (d / "bench").is_dir(): return d / "bench"
-    return None
+BENCH_ENV = "TINYLLM_BENCH"
 
 def _add_bench(p: argparse.ArgumentParser):
-    d = _bench_dir()
-    names = sorted(f.stem for f in d.glob("*.py")) if d else []
-    p.add_argument("name", choices=names or None, metavar="NAME", help=f"which benchmark: {', '.join(names) or 'none found'}")
+    p.add_argument("--bench-dir", type=Path, default=None, metavar="DIR",
+                   help=f"folder of the benchmark scripts (default: ${BENCH_ENV}, else ./bench: run from a clone's root)")
+    p.add_argument("name", metavar="NAME", help="which benchmark: bpe, data, model, sampling or trainer")
     p.add_argument("args", nargs=argparse.REMAINDER, help="arguments passed to the benchmark (e.g. --quick)")
     p.set_defaults(func=_bench)
 
 def _bench(args):
     import runpy
-    d = _bench_dir()
-    if d is None or not (d / f"{args.name}.py").is_file():
-        raise TinyLLMError("benchmarks live in the bench/ folder of a tinyllm checkout; run this from a clone "
-                           "(git clone ... && pip install -e '.[dev]')")
+    d = args.bench_dir or Path(os.environ.get(BENCH_ENV) or "bench")
+    if not d.is_dir():
+        raise TinyLLMError(f"no benchmark folder at {d}: the benchmarks are the bench/ folder of a tinyllm clone. Run "
+                           f"from the clone's root, or pass --bench-dir DIR (or set {BENCH_ENV}).")
+    if not (d / f"{args.name}.py").is_file():
+        names = ", ".join(sorted(f.stem for f in d.glob("*.py"))) or "none"
+        raise TinyLLMError(f"no benchmark {args.name!r} in {d}; the benchmarks there are: {names}")
     sys.argv = [str(d / f"{args.name}.py"), *args.args]
     runpy.run_path(sys.argv[0], run_name="__main__")
     return 0

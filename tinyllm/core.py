@@ -13,7 +13,8 @@ from pathlib import Path
 
 # %% auto 0
 __all__ = ['UTF8_FIX', 'DATA_ENV', 'SPLITS', 'GPT2_URLS', 'GPT2_SHA256', 'TinyLLMError', 'decode_utf8', 'tinystories_dir',
-           'tinystories_file', 'atomic_write', 'gpt2_files', 'tiktoken_gpt2', 'cpu_flags', 'bf16_supported']
+           'tinystories_file', 'atomic_write', 'gpt2_files', 'tiktoken_gpt2', 'default_workers', 'worker_state',
+           'worker_pool', 'cpu_flags', 'bf16_supported']
 
 # %% ../nbs/00_core.ipynb
 class TinyLLMError(Exception):
@@ -109,25 +110,41 @@ GPT2_SHA256 = {
     "encoder.json": "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783",
 }
 
-def gpt2_files(required: bool = True) -> tuple[Path, Path] | None:
-    "Paths `(encoder.json, vocab.bpe)` of GPT-2's BPE files: `tests/fixtures/gpt2/` in the repo, else `../shared/gpt2`."
-    starts = [Path.cwd(), Path(globals().get("__file__", ".")).resolve().parent]
-    for start in starts:
-        for d in [start, *start.parents]:
-            for cand in (d / "tests" / "fixtures" / "gpt2", d.parent / "shared" / "gpt2"):
-                if (cand / "encoder.json").is_file() and (cand / "vocab.bpe").is_file():
-                    return cand / "encoder.json", cand / "vocab.bpe"
-    if required:
-        raise TinyLLMError("GPT-2's encoder.json and vocab.bpe were not found. Run from the tinyllm repository "
-                           "(they are in tests/fixtures/gpt2/) or pass their paths explicitly.")
-    return None
+def _is_gpt2_file(path: Path) -> bool:
+    import hashlib
+    return path.is_file() and hashlib.sha256(path.read_bytes()).hexdigest() == GPT2_SHA256[path.name]
+
+def _download(url: str, dst: Path, timeout: float = 30.0) -> None:
+    import urllib.request
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r: data = r.read()
+    except OSError as e:
+        raise TinyLLMError(f"could not download {url} ({getattr(e, 'reason', e)}). Without internet, copy GPT-2's "
+                           "encoder.json and vocab.bpe into a folder and pass it: gpt2_files(folder).") from None
+    with atomic_write(dst) as f: f.write(data)
+
+def gpt2_files(folder=None, cache_dir=None) -> tuple[Path, Path]:
+    """Paths `(encoder.json, vocab.bpe)` of GPT-2's BPE files, SHA-256 checked: the copies in `folder`, else
+    downloaded once from OpenAI into `cache_dir` (default `~/.cache/tinyllm/gpt2`)."""
+    if folder is not None: where = Path(folder).expanduser()
+    else:
+        where = Path(cache_dir or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "tinyllm" / "gpt2")
+        where.mkdir(parents=True, exist_ok=True)
+    for name, url in GPT2_URLS.items():
+        p = where / name
+        if folder is None and not _is_gpt2_file(p): _download(url, p)
+        if not _is_gpt2_file(p):
+            what = "is missing" if not p.is_file() else "is not GPT-2's original file (its SHA-256 differs)"
+            raise TinyLLMError(f"{p} {what}; copy encoder.json and vocab.bpe again from GPT-2's release "
+                               f"({url.rsplit('/', 1)[0]}/), or call gpt2_files() with no folder to download them.")
+    return where / "encoder.json", where / "vocab.bpe"
 
 def tiktoken_gpt2(encoder_json=None, vocab_bpe=None, cache_dir=None):
     "tiktoken's `gpt2` Encoding, loaded offline from local copies of GPT-2's files (hashes checked)."
     import hashlib
 
     import tiktoken
-    if encoder_json is None or vocab_bpe is None: encoder_json, vocab_bpe = gpt2_files()
+    if encoder_json is None or vocab_bpe is None: encoder_json, vocab_bpe = gpt2_files()   # downloads them once
     cache_dir = Path(cache_dir or Path(tempfile.gettempdir()) / "tinyllm-tiktoken-cache")
     cache_dir.mkdir(parents=True, exist_ok=True)
     for name, src in (("encoder.json", Path(encoder_json)), ("vocab.bpe", Path(vocab_bpe))):
@@ -143,6 +160,27 @@ def tiktoken_gpt2(encoder_json=None, vocab_bpe=None, cache_dir=None):
     finally:
         if old is None: del os.environ["TIKTOKEN_CACHE_DIR"]
         else: os.environ["TIKTOKEN_CACHE_DIR"] = old
+
+# %% ../nbs/00_core.ipynb
+def default_workers() -> int:
+    "The number of CPU cores this process may use (its affinity mask, which a container or `taskset` may narrow)."
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+_worker = {}   # in a worker process: the `state` its pool was started with
+
+def _start_worker(state) -> None: _worker["state"] = state
+
+def worker_state():
+    "Inside a `worker_pool` task: the `state` object the pool gave this worker process."
+    if "state" not in _worker: raise RuntimeError("worker_state() is only available inside a worker_pool task")
+    return _worker["state"]
+
+def worker_pool(processes: int, state=None):
+    "A `multiprocessing` pool of `processes` workers (forked on Linux, spawned elsewhere), each holding one copy of `state`."
+    import multiprocessing as mp
+    import sys
+    ctx = mp.get_context("fork" if sys.platform == "linux" else "spawn")
+    return ctx.Pool(processes, initializer=_start_worker, initargs=(state,))
 
 # %% ../nbs/00_core.ipynb
 @functools.cache                       # read once: Muon asks for every matrix at every step
