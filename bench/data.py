@@ -40,7 +40,7 @@ import numpy as np  # noqa: E402
 
 from tinyllm import data as D  # noqa: E402
 from tinyllm.bpe import Tokenizer  # noqa: E402
-from tinyllm.core import TinyLLMError, gpt2_files, tiktoken_gpt2, tinystories_dir  # noqa: E402
+from tinyllm.core import TinyLLMError, default_workers, gpt2_files, tiktoken_gpt2, tinystories_dir  # noqa: E402
 
 MB = 1e6
 
@@ -66,7 +66,7 @@ def machine() -> dict:
         cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "usable_cores": D.default_workers(), "python": platform.python_version()}
+    return {"cpu": cpu, "cores": os.cpu_count(), "usable_cores": default_workers(), "python": platform.python_version()}
 
 
 def main(argv=None) -> int:
@@ -90,7 +90,7 @@ def main(argv=None) -> int:
     ref = tiktoken_gpt2(enc_json, vocab_bpe)
     stories = [s for chunk, _ in D._story_chunks(sources, max_bytes, 1 << 30) for s in chunk]
     nbytes = sum(len(s.encode("utf-8")) for s in stories)
-    cores = D.default_workers()
+    cores = default_workers()
     print(f"# data preparation: {src} ({len(stories):,} stories, {nbytes / MB:.2f} MB of story text), GPT-2 tokenizer, "
           f"{cores} usable cores ({machine()['cpu'] or 'unknown CPU'}), best of {repeats}; load average before: "
           f"{os.getloadavg()[0]:.2f}")

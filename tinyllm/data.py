@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import multiprocessing as mp
 import os
 import sys
 import time
@@ -19,14 +18,15 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from .core import DATA_ENV, TinyLLMError, atomic_write, decode_utf8, tinystories_dir
+from .core import (DATA_ENV, TinyLLMError, atomic_write, decode_utf8, default_workers, tinystories_dir,
+                          worker_pool, worker_state)
 
 # %% auto 0
 __all__ = ['EOT_TEXT', 'HF_DATASET', 'HF_SPLITS', 'SPLIT_ALIASES', 'FORMAT', 'FORMAT_VERSION', 'normalize_story',
            'iter_txt_stories', 'iter_jsonl_stories', 'iter_hf_stories', 'canonical_split', 'Source', 'resolve_sources',
-           'token_dtype', 'encode_stories', 'default_workers', 'load_tokenizer', 'Prepared', 'read_meta',
-           'prepare_split', 'prepare', 'TokenData', 'load_tokens', 'to_device', 'get_batch', 'Batches', 'RandomBatches',
-           'StreamBatches', 'make_batches', 'parse_bytes', 'add_cli']
+           'token_dtype', 'load_tokenizer', 'encode_stories', 'read_meta', 'Prepared', 'prepare_split', 'prepare',
+           'TokenData', 'load_tokens', 'to_device', 'get_batch', 'Batches', 'RandomBatches', 'StreamBatches',
+           'make_batches', 'parse_bytes', 'add_cli']
 
 # %% ../nbs/02a_data.ipynb
 EOT_TEXT = "<|endoftext|>"  # the separator of TinyStories' .txt files, and GPT-2's end-of-text special token
@@ -123,6 +123,7 @@ def canonical_split(split: str) -> str:
     except KeyError:
         raise TinyLLMError(f"unknown split {split!r}; choose train, valid (or validation) or test") from None
 
+# %% ../nbs/02a_data.ipynb
 @dataclass(frozen=True)
 class Source:
     "One input of a split: a local `.txt`/`.jsonl` file (`kind` 'txt'/'jsonl', `name` its path), or a hub dataset split."
@@ -159,6 +160,7 @@ class Source:
         st = p.stat()
         return {"kind": self.kind, "path": str(p.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
+# %% ../nbs/02a_data.ipynb
 def _split_files(folder: Path) -> dict[str, list[Path]]:
     """The split files of a folder: `<split>.txt|.jsonl`, or names ending in `-<split>`/`_<split>` (TinyStories-valid.txt),
     each followed by its continuations `<split>-<more>.txt` (TinyStories' `train-more.txt`), in name order."""
@@ -176,6 +178,7 @@ def _split_files(folder: Path) -> dict[str, list[Path]]:
                                f"one you want explicitly: --data FILE --split {split}")
     return {s: found[s] + more.get(s, []) for s in ("train", "valid", "test") if s in found}
 
+# %% ../nbs/02a_data.ipynb
 def resolve_sources(data=None, splits=None) -> dict[str, list[Source]]:
     "Plan `{split: [Source, ...]}` from `--data` (None, a folder, files, or 'hf:NAME') and `--split` (None = defaults)."
     splits = None if not splits else list(dict.fromkeys(canonical_split(s) for s in splits))
@@ -217,16 +220,20 @@ def token_dtype(vocab_size: int) -> np.dtype:
     raise TinyLLMError(f"vocab_size {vocab_size:,} does not fit in 32-bit token ids")
 
 # %% ../nbs/02a_data.ipynb
-_worker_tokenizer = None
+def load_tokenizer(tokenizer):
+    "A `tinyllm.bpe.Tokenizer`: `tokenizer` itself, or loaded from a folder (saved by `Tokenizer.save`, or GPT-2's two files)."
+    if not isinstance(tokenizer, (str, os.PathLike)): return tokenizer
+    from tinyllm.bpe import Tokenizer
+    d = Path(tokenizer).expanduser()
+    if not d.is_dir():
+        raise TinyLLMError(f"tokenizer folder {d} does not exist. Train one with `tinyllm tokenizer train --out DIR`, "
+                           "or pass a folder holding GPT-2's encoder.json and vocab.bpe.")
+    return Tokenizer.load(d)
 
-def _init_worker(tokenizer):
-    "Pool initializer: keep this worker's one copy of the tokenizer."
-    global _worker_tokenizer
-    _worker_tokenizer = tokenizer
-
+# %% ../nbs/02a_data.ipynb
 def encode_stories(stories: Iterable[str], tokenizer=None, dtype=None) -> np.ndarray:
     "Token ids of `stories`, each followed by the tokenizer's end-of-text id, as one array of `dtype` (default: the smallest)."
-    tok = tokenizer if tokenizer is not None else _worker_tokenizer
+    tok = tokenizer if tokenizer is not None else worker_state()  # in a pool: the worker's one copy
     enc, eot = tok.encode_ordinary, tok.eot_id
     ids: list[int] = []
     for story in stories:
@@ -237,6 +244,7 @@ def encode_stories(stories: Iterable[str], tokenizer=None, dtype=None) -> np.nda
         raise TinyLLMError(f"the tokenizer produced id {int(arr.max())} outside its vocabulary of {tok.vocab_size}")
     return arr.astype(dtype or token_dtype(tok.vocab_size))
 
+# %% ../nbs/02a_data.ipynb
 def _story_chunks(sources: Iterable[Source], max_bytes: int | None, chunk_bytes: int) -> Iterator[tuple[list[str], int]]:
     "Groups of whole stories of about `chunk_bytes` UTF-8 bytes, with their byte count; stops before `max_bytes` is exceeded."
     chunk, size, total = [], 0, 0
@@ -259,7 +267,7 @@ def _encode_chunks(chunks, tokenizer, dtype, workers: int) -> Iterator[tuple[np.
     if workers <= 1:
         for stories, nbytes in chunks: yield encode_stories(stories, tokenizer, dtype), nbytes, len(stories)
         return
-    with mp.get_context().Pool(workers, initializer=_init_worker, initargs=(tokenizer,)) as pool:
+    with worker_pool(workers, state=tokenizer) as pool:
         pending = deque()
         for stories, nbytes in chunks:
             pending.append((pool.apply_async(encode_stories, (stories, None, dtype)), nbytes, len(stories)))
@@ -270,44 +278,9 @@ def _encode_chunks(chunks, tokenizer, dtype, workers: int) -> Iterator[tuple[np.
             res, nb, ns = pending.popleft()
             yield res.get(), nb, ns
 
-def default_workers() -> int:
-    "The number of CPU cores this process may use."
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-# %% ../nbs/02a_data.ipynb
-def load_tokenizer(tokenizer):
-    "A `tinyllm.bpe.Tokenizer`: `tokenizer` itself, or loaded from a folder (saved by `Tokenizer.save`, or GPT-2's two files)."
-    if not isinstance(tokenizer, (str, os.PathLike)): return tokenizer
-    from tinyllm.bpe import Tokenizer
-    d = Path(tokenizer).expanduser()
-    if not d.is_dir():
-        raise TinyLLMError(f"tokenizer folder {d} does not exist. Train one with `tinyllm tokenizer train --out DIR`, "
-                           "or pass a folder holding GPT-2's encoder.json and vocab.bpe.")
-    return Tokenizer.load(d)
-
 # %% ../nbs/02a_data.ipynb
 FORMAT = "tinyllm-tokens"
 FORMAT_VERSION = 1
-
-def _plural(n: int, one: str, many: str) -> str: return f"{n:,} {one if n == 1 else many}"
-
-@dataclass
-class Prepared:
-    "The result of preparing one split: where its files are, their metadata, and whether the work was skipped."
-    split: str
-    bin_path: Path
-    meta_path: Path
-    meta: dict
-    skipped: bool = False
-    seconds: float = 0.0
-
-    def summary(self) -> str:
-        m = self.meta
-        n_text = m["num_tokens"] - m["num_stories"]
-        s = (f"{self.split}: {m['num_tokens']:,} tokens ({m['inputs']['dtype']}), {_plural(m['num_stories'], 'story', 'stories')}, "
-             f"{m['num_bytes'] / 1e6:,.2f} MB, {m['num_bytes'] / max(n_text, 1):.3f} bytes/token -> {self.bin_path}")
-        if self.skipped: return s + " (up to date, nothing to do)"
-        return s + f" in {self.seconds:.1f} s ({m['num_bytes'] / 1e6 / max(self.seconds, 1e-9):.2f} MB/s)"
 
 def read_meta(meta_path) -> dict:
     "The metadata of a prepared split; a missing or garbled file is an error that says to re-run prepare."
@@ -333,6 +306,56 @@ def _is_complete(bin_path: Path, meta: dict) -> bool:
     except (OSError, KeyError, TypeError):
         return False
 
+# %% ../nbs/02a_data.ipynb
+def _plural(n: int, one: str, many: str) -> str: return f"{n:,} {one if n == 1 else many}"
+
+@dataclass
+class Prepared:
+    "The result of preparing one split: where its files are, their metadata, and whether the work was skipped."
+    split: str
+    bin_path: Path
+    meta_path: Path
+    meta: dict
+    skipped: bool = False
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        m = self.meta
+        n_text = m["num_tokens"] - m["num_stories"]
+        s = (f"{self.split}: {m['num_tokens']:,} tokens ({m['inputs']['dtype']}), {_plural(m['num_stories'], 'story', 'stories')}, "
+             f"{m['num_bytes'] / 1e6:,.2f} MB, {m['num_bytes'] / max(n_text, 1):.3f} bytes/token -> {self.bin_path}")
+        if self.skipped: return s + " (up to date, nothing to do)"
+        return s + f" in {self.seconds:.1f} s ({m['num_bytes'] / 1e6 / max(self.seconds, 1e-9):.2f} MB/s)"
+
+# %% ../nbs/02a_data.ipynb
+def _write_tokens(sources: list[Source], tok, dtype, bin_path: Path, meta_path: Path, split: str, *,
+                  max_bytes: int | None, workers: int | None, chunk_bytes: int, progress: bool) -> dict:
+    "Tokenize `sources` into `bin_path` atomically, deleting the stale `meta_path` just before; the counts and SHA-256."
+    from tqdm import tqdm
+    sizes = [s.size for s in sources]
+    total = max_bytes if max_bytes is not None else (sum(sizes) if None not in sizes else None)
+    workers = default_workers() if workers is None else max(1, int(workers))
+    if total is not None and total <= 2 * chunk_bytes: workers = 1  # too little work to pay for starting processes
+    sha, n_tokens, n_stories, n_bytes = hashlib.sha256(), 0, 0, 0
+    with tqdm(total=total, desc=f"tokenizing {split}", unit="B", unit_scale=True, disable=not progress,
+              file=sys.stderr, dynamic_ncols=True) as bar:
+        with atomic_write(bin_path) as f:
+            chunks = _story_chunks(sources, max_bytes, chunk_bytes)
+            for ids, nbytes, nstories in _encode_chunks(chunks, tok, dtype, workers):
+                f.write(memoryview(ids).cast("B"))
+                sha.update(memoryview(ids).cast("B"))
+                n_tokens, n_stories, n_bytes = n_tokens + ids.size, n_stories + nstories, n_bytes + nbytes
+                bar.update(nbytes)
+            if n_stories == 0:
+                where = ", ".join(s.name for s in sources)
+                raise TinyLLMError(f"no stories found in {where}" + (f" within max_bytes={max_bytes:,} (the first story "
+                                   "is longer)" if max_bytes else "") + ". Check the file: stories are separated by "
+                                   f"{EOT_TEXT} lines (.txt) or are 'text' fields (.jsonl).")
+            meta_path.unlink(missing_ok=True)  # the old metadata describes the old tokens, about to be replaced
+        bar.total = bar.n  # the bar counts story bytes, a little less than the file sizes
+    return {"num_tokens": n_tokens, "num_stories": n_stories, "num_bytes": n_bytes, "sha256": sha.hexdigest()}
+
+# %% ../nbs/02a_data.ipynb
 def prepare_split(sources: list[Source], tokenizer, out_dir, split: str = "train", *, max_bytes: int | None = None,
                   workers: int | None = None, chunk_bytes: int = 1 << 19, force: bool = False,
                   progress: bool = True) -> Prepared:
@@ -357,39 +380,18 @@ def prepare_split(sources: list[Source], tokenizer, out_dir, split: str = "train
         if old is not None and old["inputs"] == inputs and _is_complete(bin_path, old):
             return Prepared(split, bin_path, meta_path, old, skipped=True)
     for stale in out.glob(f".{bin_path.name}.*.tmp"): stale.unlink(missing_ok=True)  # left by a killed run
-
-    from tqdm import tqdm
-    sizes = [s.size for s in sources]
-    total = max_bytes if max_bytes is not None else (sum(sizes) if None not in sizes else None)
-    workers = default_workers() if workers is None else max(1, int(workers))
-    if total is not None and total <= 2 * chunk_bytes: workers = 1  # too little work to pay for starting processes
     t0 = time.perf_counter()
-    sha, n_tokens, n_stories, n_bytes = hashlib.sha256(), 0, 0, 0
-    with tqdm(total=total, desc=f"tokenizing {split}", unit="B", unit_scale=True, disable=not progress,
-              file=sys.stderr, dynamic_ncols=True) as bar:
-        with atomic_write(bin_path) as f:
-            chunks = _story_chunks(sources, max_bytes, chunk_bytes)
-            for ids, nbytes, nstories in _encode_chunks(chunks, tok, dtype, workers):
-                f.write(memoryview(ids).cast("B"))
-                sha.update(memoryview(ids).cast("B"))
-                n_tokens, n_stories, n_bytes = n_tokens + ids.size, n_stories + nstories, n_bytes + nbytes
-                bar.update(nbytes)
-            if n_stories == 0:
-                where = ", ".join(s.name for s in sources)
-                raise TinyLLMError(f"no stories found in {where}" + (f" within max_bytes={max_bytes:,} (the first story "
-                                   "is longer)" if max_bytes else "") + ". Check the file: stories are separated by "
-                                   f"{EOT_TEXT} lines (.txt) or are 'text' fields (.jsonl).")
-            meta_path.unlink(missing_ok=True)  # the old metadata describes the old tokens, about to be replaced
-        bar.total = bar.n  # the bar counts story bytes, a little less than the file sizes
+    counts = _write_tokens(sources, tok, dtype, bin_path, meta_path, split, max_bytes=max_bytes, workers=workers,
+                           chunk_bytes=chunk_bytes, progress=progress)
     seconds = time.perf_counter() - t0
-    meta = {"format": FORMAT, "inputs": inputs, "num_tokens": n_tokens, "num_stories": n_stories,
-            "num_bytes": n_bytes, "sha256": sha.hexdigest(), "eot": "the eot_id follows every story",
+    meta = {"format": FORMAT, "inputs": inputs, **counts, "eot": "the eot_id follows every story",
             "seconds": round(seconds, 3), "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     with atomic_write(meta_path, "w", encoding="utf-8") as f:
         json.dump(meta, f, indent=1)
         f.write("\n")
     return Prepared(split, bin_path, meta_path, meta, seconds=seconds)
 
+# %% ../nbs/02a_data.ipynb
 def prepare(data=None, tokenizer=None, out_dir="runs/tokens", splits=None, **kwargs) -> dict[str, Prepared]:
     "Prepare every split of `data` (see `resolve_sources`) with `tokenizer` into `out_dir`; kwargs go to `prepare_split`."
     if tokenizer is None: raise TinyLLMError("prepare needs a tokenizer (a folder or a Tokenizer): pass --tokenizer DIR")
@@ -412,6 +414,7 @@ class TokenData:
     @property
     def fingerprint(self) -> str: return self.meta["inputs"]["tokenizer_fingerprint"]
 
+# %% ../nbs/02a_data.ipynb
 def load_tokens(out_dir, split: str = "train", tokenizer=None, verify: bool = False) -> TokenData:
     "Memory-map `out_dir/<split>.bin`, checked against its metadata and `tokenizer` (a Tokenizer, its folder or fingerprint)."
     split, out = canonical_split(split), Path(out_dir).expanduser()
@@ -564,6 +567,7 @@ class StreamBatches(Batches):
         self._check_state(state)
         self.seed, self.epoch, self.pos = int(state["seed"]), int(state["epoch"]), int(state["pos"])
 
+# %% ../nbs/02a_data.ipynb
 def make_batches(data, block_size: int, batch_size: int, mode: str = "random", **kwargs) -> Batches:
     "A sampler by name: 'random' (`RandomBatches`) or 'stream' (`StreamBatches`)."
     kinds = {"random": RandomBatches, "stream": StreamBatches}
@@ -584,11 +588,11 @@ def parse_bytes(text: str) -> int:
     if n <= 0: raise TinyLLMError(f"a byte count must be positive, got {text!r}")
     return n
 
-def add_cli(parser) -> None:
-    "Add `tinyllm data`'s subcommands (`prepare`, `info`) to `parser`."
+# %% ../nbs/02a_data.ipynb
+def _add_prepare_command(sub) -> None:
+    "The `prepare` subcommand: `prepare`'s arguments as flags."
     import argparse
     import textwrap
-    sub = parser.add_subparsers(dest="data_command", metavar="SUBCOMMAND", title="subcommands", required=True)
     p = sub.add_parser(
         "prepare", help="tokenize a corpus into token files (one <split>.bin + <split>.json per split)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -622,6 +626,12 @@ def add_cli(parser) -> None:
     p.add_argument("--force", action="store_true", help="prepare again even if the outputs are up to date")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_prepare)
+
+# %% ../nbs/02a_data.ipynb
+def add_cli(parser) -> None:
+    "Add `tinyllm data`'s subcommands (`prepare`, `info`) to `parser`."
+    sub = parser.add_subparsers(dest="data_command", metavar="SUBCOMMAND", title="subcommands", required=True)
+    _add_prepare_command(sub)
     i = sub.add_parser("info", help="show what a token folder holds",
                        description="Print each prepared split's counts, dtype, tokenizer fingerprint and inputs, and "
                                    "check that its token file is complete.")
