@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 from tinyllm.model import GPT, GPTConfig
 from tinyllm.optim import adamw
+from tinyllm.perf import gemm_peak_flops, mfu
 from tinyllm.trainer import default_train_options, make_train_step
 
 
@@ -79,14 +80,6 @@ class RefGPT(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-def gemm_peak(dtype, n=2048, reps=3) -> float:
-    "Best FLOP/s of an n x n x n matmul in `dtype` on this machine (the 'peak' used for MFU)."
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    a @ b
-    best = min(_timed(lambda: a @ b) for _ in range(reps))
-    return 2 * n ** 3 / best
-
-
 def _timed(fn) -> float:
     t0 = time.perf_counter()
     fn()
@@ -190,7 +183,7 @@ def main(argv=None):
     times = {s: [] for s in specs}
     peak32 = peak16 = 0.0
     for r in range(rounds):
-        peak32, peak16 = max(peak32, gemm_peak(torch.float32)), max(peak16, gemm_peak(torch.bfloat16))
+        peak32, peak16 = max(peak32, gemm_peak_flops("cpu", torch.float32)), max(peak16, gemm_peak_flops("cpu", torch.bfloat16))
         for spec in (specs if r % 2 == 0 else specs[::-1]):  # alternate the order: no variant always runs first
             for _ in range(args.steps):
                 times[spec].append(_timed(lambda f=variants[spec]: f(x, y)))
@@ -207,7 +200,7 @@ def main(argv=None):
         best[spec] = b
         name = NAMES[impl] + (" *" if spec == ours_default else "")
         print(f"{name:<16}{dt:<10}{'compiled' if c else 'eager':<10}{warm[spec]:>10.1f}{b:>12.0f}{med:>14.0f}"
-              f"{fpt * b / peak16:>7.1%}")
+              f"{mfu(fpt, b, peak16):>7.1%}")
     print("* = the default training path (make_train_step with its defaults)")
     if ours_default in best:
         for impl in ("nano", "ref"):

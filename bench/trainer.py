@@ -42,7 +42,8 @@ import torch
 from tinyllm.data import RandomBatches
 from tinyllm.model import GPT, GPTConfig
 from tinyllm.optim import adamw
-from tinyllm.trainer import TrainConfig, Trainer, gemm_peak_flops, make_train_step
+from tinyllm.perf import gemm_peak_flops, mfu
+from tinyllm.trainer import TrainConfig, Trainer, make_train_step
 
 ROOT = Path(__file__).resolve().parent.parent
 NANOGPT_DIR = Path(os.environ.get("NANOGPT_DIR", ROOT.parent / "shared" / "reference" / "nanogpt"))
@@ -183,7 +184,7 @@ def main(argv=None):
     med = {n: statistics.median(t) for n, t in times.items()}
     for name in names:
         print(f"{name:<30}{warm[name]:>10.1f}{ntok / med[name]:>14.0f}{ntok / min(times[name]):>12.0f}"
-              f"{med[name] * 1e3:>16.0f}{fpt * ntok / med[name] / peak[dtype_of[name]]:>14.1%}")
+              f"{med[name] * 1e3:>16.0f}{mfu(fpt, ntok / med[name], peak[dtype_of[name]]):>14.1%}")
 
     def paired(a, b):
         "Median over turns of the ratio of the two variants' steps in that turn, run back to back (robust to drifts)."

@@ -7,8 +7,11 @@ import torch.nn.functional as F
 
 from tinyllm.core import TinyLLMError
 from tinyllm.trainer import make_train_step
-from tinyllm.model import (ARCHS, GPT, PRESETS, GPTConfig, KVCache, StateDictMismatchError, chinchilla,
-                           chunked_cross_entropy, export_hf, peak_memory)
+from tinyllm import kernels as K
+from tinyllm.kernels import Kernels, bmm_attention, chunked_cross_entropy
+from tinyllm.model import ARCHS, GPT, PRESETS, GPTConfig, KVCache
+from tinyllm.perf import chinchilla, mfu, peak_memory
+from tinyllm.weights import StateDictMismatchError, export_hf
 
 
 def tiny(arch="gpt2", **kw):
@@ -119,7 +122,8 @@ def test_flops_and_mfu():
     n = m.num_params() + 8192 * 256
     assert m.flops_per_token() == 6 * n + 12 * 6 * 256 * 256
     assert m.flops_per_token(training=False) == 2 * n + 4 * 6 * 256 * 256
-    assert m.estimate_mfu(1000, m.flops_per_token() * 2000) == pytest.approx(0.5)
+    assert mfu(m.flops_per_token(), 1000, m.flops_per_token() * 2000) == pytest.approx(0.5)
+    with pytest.raises(TinyLLMError, match="peak_flops"): mfu(1.0, 1.0, 0.0)
 
 
 def test_chinchilla():
@@ -268,46 +272,60 @@ def test_compiled_path_matches_eager():
         m = tiny()
         step = make_train_step(m, torch.optim.AdamW(m.parameters(), lr=1e-3), dtype=torch.float32, compile=compiled)
         losses.append([step(x[:, :-1], x[:, 1:]).item() for _ in range(3)])
+        assert m.kernels == Kernels("sdpa", "torch" if compiled else "chunked")
     assert losses[0] == pytest.approx(losses[1], rel=1e-4)
 
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_bmm_attention_kernel_matches_sdpa(arch):
-    from tinyllm.model import attention_kernel, bmm_attention
     q, k, v = (torch.randn(2, 3, 10, 8, dtype=torch.float64, requires_grad=True) for _ in range(3))
     a, b = F.scaled_dot_product_attention(q, k, v, is_causal=True), bmm_attention(q, k, v)
     assert torch.allclose(a, b, atol=1e-10)
     ga, gb = torch.autograd.grad(a.sum(), (q, k, v)), torch.autograd.grad(b.sum(), (q, k, v))
     assert all(torch.allclose(x, y, atol=1e-10) for x, y in zip(ga, gb))
-    # inside the model: same loss and gradients with either kernel (fp32), GQA included for llama
+    # inside the model: same loss and gradients with every kernel choice (fp32), GQA included for llama
     m = tiny(arch, **(dict(n_kv_head=2) if arch == "llama" else {}))
     x = ids(2, 40)
     res = []
-    for kernel in ("sdpa", "bmm"):
+    for kernels in (Kernels("sdpa", "chunked"), Kernels("bmm", "chunked"), Kernels("bmm", "torch")):
         m.zero_grad()
-        with attention_kernel(kernel):
-            _, loss = m(x, x)
+        m.kernels = kernels
+        _, loss = m(x, x)
         loss.backward()
         res.append((loss.item(), [p.grad.clone() for p in m.parameters()]))
-    assert res[0][0] == pytest.approx(res[1][0], abs=1e-6)
-    assert all(torch.allclose(g0, g1, atol=1e-6) for g0, g1 in zip(res[0][1], res[1][1]))
-    with pytest.raises(TinyLLMError, match="bmm"): attention_kernel("fast")
+    for other in res[1:]:
+        assert res[0][0] == pytest.approx(other[0], abs=1e-6)
+        assert all(torch.allclose(g0, g1, atol=1e-6) for g0, g1 in zip(res[0][1], other[1]))
+    with pytest.raises(TinyLLMError, match="bmm"): Kernels(attention="fast")
+    with pytest.raises(TinyLLMError, match="chunked"): Kernels(loss="fused")
 
 
-def test_bmm_kernel_runs_exactly_under_cpu_bf16_autocast(monkeypatch):
-    # behaviour, not the rule's text: count the calls that reach bmm_attention's autograd function
-    from tinyllm import model as model_mod
+def count_calls(monkeypatch, fn_class):
+    "Count the calls that reach a kernel's autograd function."
     calls = []
-    real = model_mod._BmmCausalAttention.apply
-    monkeypatch.setattr(model_mod._BmmCausalAttention, "apply", lambda *a: calls.append(1) or real(*a))
-    m, x = tiny(), ids(2, 17)
-    m(x, x)                                                  # float32: SDPA
-    assert calls == []
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        m(x, x)                                              # bf16 training on a CPU: bmm_attention in every layer
-        assert len(calls) == m.config.n_layer
-        with model_mod.attention_kernel("sdpa"): m(x, x)     # an explicit choice overrides the rule
-        assert len(calls) == m.config.n_layer
-        m.eval()
-        with torch.no_grad(): m(x[:, :1], kv_cache=m.new_kv_cache(2))   # decoding with a KV cache: always SDPA
-    assert len(calls) == m.config.n_layer
+    real = fn_class.apply
+    monkeypatch.setattr(fn_class, "apply", lambda *a: calls.append(1) or real(*a))
+    return calls
+
+
+def test_training_step_uses_the_kernels_of_the_rule_and_keeps_an_explicit_choice(monkeypatch):
+    # behaviour, not the rule's text: which kernels actually run in a training step
+    attn, loss = count_calls(monkeypatch, K._BmmCausalAttention), count_calls(monkeypatch, K._ChunkedCrossEntropy)
+    x = ids(2, 17)
+    m = tiny()
+    assert m.kernels is None
+    m(x, x)                                                  # a bare model: SDPA and the chunked loss
+    assert (len(attn), len(loss)) == (0, 1)
+    step = make_train_step(m, torch.optim.SGD(m.parameters(), lr=0.0), dtype=torch.bfloat16, compile=False)
+    step(x[:, :-1], x[:, 1:])                                # bf16 training on a CPU: bmm_attention in every layer
+    assert len(attn) == m.config.n_layer and len(loss) == 2
+    m32 = tiny()
+    make_train_step(m32, torch.optim.SGD(m32.parameters(), lr=0.0), dtype=torch.float32, compile=False)(x, x)
+    assert len(attn) == m.config.n_layer                     # float32: SDPA
+    mine = GPT(GPTConfig.from_preset("tiny"), kernels=Kernels("sdpa", "torch"))
+    make_train_step(mine, torch.optim.SGD(mine.parameters(), lr=0.0), dtype=torch.bfloat16, compile=False)(x, x)
+    assert mine.kernels == Kernels("sdpa", "torch") and len(attn) == m.config.n_layer and len(loss) == 3
+    m.eval()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        m(x[:, :1], kv_cache=m.new_kv_cache(2))              # decoding with a KV cache: always SDPA
+    assert len(attn) == m.config.n_layer

@@ -7,7 +7,8 @@ import torch.nn.functional as F
 
 from tinyllm import sampling as S
 from tinyllm.core import TinyLLMError
-from tinyllm.model import GPT, GPTConfig, export_hf
+from tinyllm.model import GPT, GPTConfig
+from tinyllm.weights import export_hf
 
 ARCHS = ("gpt2", "llama")
 

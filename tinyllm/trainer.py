@@ -32,13 +32,15 @@ from .core import TinyLLMError, atomic_write, bf16_supported   # bf16_supported:
 from .distributed import (DistributedError, all_reduce_mean, broadcast_object, full_model_state, full_value,
                                  gather_objects, is_distributed, load_sharded, local_part, lost_peer, rank,
                                  save_sharded, shard_model)
+from .kernels import choose_kernels
 from .optim import make_optimizer, make_schedule
+from .perf import gemm_peak_flops, mfu, peak_memory_mb
 
 # %% auto 0
 __all__ = ['TrainConfig', 'resolve_device', 'default_train_options', 'resolve_precision', 'autocast', 'default_loss', 'to_device',
-           'batch_tokens', 'rng_state', 'set_rng_state', 'gemm_peak_flops', 'peak_memory_mb', 'JSONLLogger',
-           'read_metrics', 'TensorBoardLogger', 'WandbLogger', 'find_nonfinite', 'NonFiniteError', 'world_size',
-           'set_deterministic', 'ResumeMismatchError', 'Trainer', 'Terminated', 'sigterm_raises', 'make_train_step']
+           'batch_tokens', 'rng_state', 'set_rng_state', 'JSONLLogger', 'read_metrics', 'TensorBoardLogger',
+           'WandbLogger', 'find_nonfinite', 'NonFiniteError', 'world_size', 'set_deterministic', 'ResumeMismatchError',
+           'Trainer', 'Terminated', 'sigterm_raises', 'make_train_step']
 
 # %% ../nbs/03_trainer.ipynb
 @dataclass
@@ -160,28 +162,6 @@ def set_rng_state(state: dict) -> None:
     np.random.set_state((name, np.array(keys, dtype=np.uint32), *rest))
     torch.set_rng_state(state["torch"])
     if state["cuda"] and torch.cuda.is_available(): torch.cuda.set_rng_state_all(state["cuda"])
-
-# %% ../nbs/03_trainer.ipynb
-def gemm_peak_flops(device: torch.device | str = "cpu", dtype: torch.dtype = torch.bfloat16, n: int = 2048,
-                    reps: int = 3) -> float:
-    "Best FLOP/s of an n×n×n matmul in `dtype` on `device`: the measured peak that MFU is quoted against."
-    device = torch.device(device)
-    g = torch.Generator(device).manual_seed(0)            # its own generator: the training RNG stays untouched
-    a, b = (torch.randn(n, n, device=device, dtype=dtype, generator=g) for _ in range(2))
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    t0 = time.perf_counter(); a @ b; sync()
-    best = time.perf_counter() - t0                        # the warm-up counts too: a slow kernel is timed once
-    for _ in range(reps if best < 0.5 else 0):
-        t0 = time.perf_counter(); a @ b; sync()
-        best = min(best, time.perf_counter() - t0)
-    return 2 * n ** 3 / best
-
-def peak_memory_mb(device: torch.device) -> float:
-    "Peak memory so far: CUDA tensors allocated on a GPU, the process's resident set size on a CPU."
-    if device.type == "cuda": return torch.cuda.max_memory_allocated(device) / 2**20
-    import resource
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / 2**20 if sys.platform == "darwin" else rss / 1024       # bytes on macOS, KiB on Linux
 
 # %% ../nbs/03_trainer.ipynb
 def _plain(v):
@@ -339,6 +319,7 @@ class Trainer:
         self.dtype, self.compiled = resolve_precision(cfg, self.device)
         if cfg.deterministic: set_deterministic()
         self.model = model.to(self.device)
+        choose_kernels(model, self.device.type, self.dtype, self.compiled)   # a GPT left at kernels=None
         self.ddp, self.sharded = None, is_distributed() and cfg.parallel == "fsdp"
         if self.sharded: shard_model(model, self.device.type)  # FSDP2: each process keeps 1/W of everything
         elif is_distributed():                              # DDP: full copies, gradients averaged after backward
@@ -452,7 +433,7 @@ def train_step(self: Trainer) -> dict:
     self.elapsed += dt
     rec.update(tokens=self.tokens_seen, tokens_per_sec=ntok * self.identity["world_size"] / dt, skipped=self.skipped,
                time=self.elapsed, memory_mb=peak_memory_mb(self.device))
-    if self._flops_per_token: rec["mfu"] = self._flops_per_token(batches[0]) * rec["tokens_per_sec"] / self._peak
+    if self._flops_per_token: rec["mfu"] = mfu(self._flops_per_token(batches[0]), rec["tokens_per_sec"], self._peak)
     return rec
 
 # %% ../nbs/03_trainer.ipynb
@@ -701,6 +682,7 @@ def make_train_step(model: nn.Module, optimizer: torch.optim.Optimizer, *, dtype
     opts = default_train_options(device_type)
     if dtype != "auto": opts["dtype"] = dtype or torch.float32
     if compile != "auto": opts["compile"] = bool(compile)
+    choose_kernels(model, device_type, opts["dtype"] or torch.float32, opts["compile"])
     fwd = torch.compile(model) if opts["compile"] else model
     params = [p for p in model.parameters() if p.requires_grad]
     def step(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
