@@ -218,9 +218,13 @@ def test_special_tokens():
     assert split_special("a<|endoftext|>b", [EOT]) == ["a", EOT, "b"]
 
 
-def test_gpt2_special(gpt2):
+def test_gpt2_special(gpt2, tmp_path, monkeypatch):
     assert gpt2.eot_id == 50256 and gpt2.special_tokens == [EOT] and gpt2.vocab_size == 50257
-    assert Tokenizer.from_gpt2().fingerprint == gpt2.fingerprint  # default: the repository's GPT-2 files
+    cache = tmp_path / "tinyllm" / "gpt2"  # default: core.gpt2_files(), here its download cache already holding them
+    cache.mkdir(parents=True)
+    for name in ("encoder.json", "vocab.bpe"): (cache / name).write_bytes((GPT2_DIR / name).read_bytes())
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert Tokenizer.from_gpt2().fingerprint == gpt2.fingerprint
     with pytest.raises(TypeError, match="expects a str"): gpt2.encode(b"bytes")
 
 
@@ -359,21 +363,16 @@ def test_fingerprint(small, gpt2):
     assert Tokenizer(small.vocab, small.merges).fingerprint != small.fingerprint
 
 
-def test_to_tiktoken(tmp_path, small, gpt2):
+def test_to_tiktoken(tmp_path, small, gpt2, tiktoken_gpt2):
     import tiktoken
     from tiktoken.load import load_tiktoken_bpe
     s = "".join(EDGE_CASES)
     for tok in (small, gpt2):
         path = tok.to_tiktoken(tmp_path / f"t{tok.vocab_size}.tiktoken")
-        enc = tiktoken.Encoding(f"t{tok.vocab_size}", pat_str=tiktoken_pattern(), special_tokens=tok.special_ids,
+        enc = tiktoken.Encoding(f"t{tok.vocab_size}", pat_str=tiktoken_gpt2._pat_str, special_tokens=tok.special_ids,
                                 mergeable_ranks=load_tiktoken_bpe(str(path)))
         assert enc.encode(s, allowed_special="all") == tok.encode(s)
         for case in EDGE_CASES: assert enc.encode(case, allowed_special="all") == tok.encode(case)
-
-
-def tiktoken_pattern():
-    from tinyllm.core import tiktoken_gpt2
-    return tiktoken_gpt2()._pat_str
 
 
 def test_to_hf(tmp_path, small, gpt2):
@@ -387,7 +386,7 @@ def test_to_hf(tmp_path, small, gpt2):
 
 
 @pytest.mark.slow
-def test_exports_on_tinystories(tmp_path, small, tinystories):
+def test_exports_on_tinystories(tmp_path, small, tinystories, tiktoken_gpt2):
     import tiktoken
     from tiktoken.load import load_tiktoken_bpe
     from tokenizers import Tokenizer as HFTokenizer
@@ -396,7 +395,7 @@ def test_exports_on_tinystories(tmp_path, small, tinystories):
     ids = tok.encode(text)
     hf = HFTokenizer.from_file(str(tok.to_hf(tmp_path / "hf.json")))
     assert hf.encode(text).ids == ids
-    enc = tiktoken.Encoding("t", pat_str=tiktoken_pattern(), special_tokens=tok.special_ids,
+    enc = tiktoken.Encoding("t", pat_str=tiktoken_gpt2._pat_str, special_tokens=tok.special_ids,
                             mergeable_ranks=load_tiktoken_bpe(str(tok.to_tiktoken(tmp_path / "t.tiktoken"))))
     assert enc.encode(text, allowed_special="all") == ids
 

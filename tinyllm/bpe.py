@@ -21,8 +21,9 @@ from itertools import chain
 from pathlib import Path
 
 import regex
+from fastcore.basics import patch
 
-from .core import TinyLLMError, atomic_write, decode_utf8
+from .core import TinyLLMError, atomic_write, decode_utf8, default_workers, worker_pool, worker_state
 
 # %% auto 0
 __all__ = ['GPT2_PATTERN', 'LETTER', 'NUMBER', 'FORMAT_VERSION', 'TokenizerError', 'pretokenize', 'split_special',
@@ -60,11 +61,13 @@ _GPT2_FAST = regex.compile(r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L
 _GPT2_EXACT = regex.compile(rf"""'(?:[sdmt]|ll|ve|re)| ?{LETTER}+| ?{NUMBER}+| ?(?:[^\s\p{{L}}\p{{N}}]|{_NEWER.pattern})+"""
                             r"""|\s+(?!\S)|\s+""")
 
+# %% ../nbs/01_bpe.ipynb
 # For ASCII text, Python's own `re` with explicit ASCII classes is faster than `regex`. GPT-2's ASCII
 # whitespace is "\t\n\x0b\x0c\r " (the separators \x1c-\x1f are whitespace to Python's `str.isspace`, not to GPT-2).
 _WS = r"\t\n\x0b\x0c\r "
 _GPT2_ASCII = re.compile(rf"""'(?:[sdmt]|ll|ve|re)| ?[A-Za-z]+| ?[0-9]+| ?[^{_WS}A-Za-z0-9]+|[{_WS}]+(?![^{_WS}])|[{_WS}]+""")
 
+# %% ../nbs/01_bpe.ipynb
 def _findall(text: str, pos: int, end: int) -> list[str]:
     "Pre-tokens of `text[pos:end]` with the `regex` patterns (the exact one only if that text has newer characters)."
     newer = _NEWER.search("".join(set(text[pos:end])))  # the distinct characters: far fewer to search than text
@@ -94,6 +97,7 @@ def pretokenize(text: str, pos: int = 0, endpos: int | None = None) -> list[str]
     out += _GPT2_ASCII.findall(text, i, end)
     return out
 
+# %% ../nbs/01_bpe.ipynb
 def _pretokenize_blocks(text: str, block: int = 1 << 20) -> Iterator[list[str]]:
     "The pre-tokens of `text`, one ~`block`-character piece at a time (cut at `_LINE_CUT`), to bound memory."
     i, n = 0, len(text)
@@ -170,6 +174,7 @@ def find_chunk_boundaries(path, num_chunks: int, split_token: bytes | None, wind
 
 _LINE_CUT_BYTES = re.compile(rb"\n(?=[!-~])")
 
+# %% ../nbs/01_bpe.ipynb
 def _count_chunk(job) -> Counter:
     "Count the pre-tokens of one file chunk (runs in a worker process)."
     path, start, end, special_tokens, errors = job
@@ -182,7 +187,7 @@ def _count_chunk(job) -> Counter:
 def count_pretokens(paths, special_tokens=None, num_processes: int | None = None, errors: str = "strict") -> Counter:
     "Frequency of every pre-token in the files `paths`, split at `special_tokens`, counted in parallel."
     paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
-    nproc = max(1, num_processes or os.cpu_count() or 1)
+    nproc = max(1, num_processes or default_workers())
     jobs = []
     for p in paths:
         if not Path(p).is_file():
@@ -197,8 +202,7 @@ def count_pretokens(paths, special_tokens=None, num_processes: int | None = None
     if nproc == 1 or len(jobs) == 1:
         for job in jobs: total.update(_count_chunk(job))
         return total
-    import multiprocessing as mp
-    with mp.get_context("fork" if sys.platform == "linux" else "spawn").Pool(min(nproc, len(jobs))) as pool:
+    with worker_pool(min(nproc, len(jobs))) as pool:
         for c in pool.imap_unordered(_count_chunk, jobs): total.update(c)  # addition commutes: order is irrelevant
     return total
 
@@ -211,6 +215,16 @@ def _merge_word(w: list[int], a: int, b: int, new: int) -> list[int]:
         else: out.append(w[i]); i += 1
     return out
 
+def _pair_index(words: list[list[int]], freqs: list[int]) -> tuple[defaultdict, defaultdict]:
+    "`pair -> weighted count` over all `words` (each counted `freqs[i]` times), and `pair -> indices of words holding it`."
+    pair_count, where = defaultdict(int), defaultdict(set)
+    for wi, (w, f) in enumerate(zip(words, freqs)):
+        for p in zip(w, w[1:]):
+            pair_count[p] += f
+            where[p].add(wi)
+    return pair_count, where
+
+# %% ../nbs/01_bpe.ipynb
 def learn_merges(counts: dict[str, int], num_merges: int,
                  progress: Callable[[int, int], None] | None = None) -> list[tuple[bytes, bytes]]:
     "Fast BPE: the same merges as `train_bpe_naive`, with incremental pair counts and a lazy max-heap."
@@ -218,11 +232,7 @@ def learn_merges(counts: dict[str, int], num_merges: int,
     freqs = list(counts.values())
     tok = [bytes([i]) for i in range(256)]
     key = [(255 - i, 256) for i in range(256)]  # inverted byte order, see above
-    pair_count, where = defaultdict(int), defaultdict(set)
-    for wi, (w, f) in enumerate(zip(words, freqs)):
-        for p in zip(w, w[1:]):
-            pair_count[p] += f
-            where[p].add(wi)
+    pair_count, where = _pair_index(words, freqs)
     heap = [(-c, key[a], key[b], a, b) for (a, b), c in pair_count.items()]
     heapq.heapify(heap)
     merges = []
@@ -306,32 +316,10 @@ class Tokenizer:
         self.vocab = {int(i): bytes(b) for i, b in vocab.items()}
         self.merges = [(bytes(a), bytes(b)) for a, b in merges]
         self.special_tokens = _check_specials(special_tokens)
-        # A special token's id: the last id whose bytes are the special's; one missing from vocab is appended.
-        by_bytes = {b: i for i, b in sorted(self.vocab.items())}
-        self.special_ids = {}
-        for s in self.special_tokens:
-            sb = s.encode("utf-8")
-            if sb not in by_bytes:
-                by_bytes[sb] = max(self.vocab, default=-1) + 1
-                self.vocab[by_bytes[sb]] = sb
-            self.special_ids[s] = by_bytes[sb]
-        special = set(self.special_ids.values())
-        # Ordinary tokens: bytes -> id (the smallest id if a byte string occurs twice, e.g. also as a special).
-        self._ids = {}
-        for i, b in sorted(self.vocab.items(), reverse=True):
-            if i not in special or b not in self._ids: self._ids[b] = i
-        missing = [bytes([x]) for x in range(256) if bytes([x]) not in self._ids]
-        if missing:
-            raise TokenizerError(f"the vocabulary lacks {len(missing)} single byte(s) (e.g. {missing[0]!r}); a byte-level "
-                                 "BPE needs all 256 to encode any text. Use a vocab from train_bpe or GPT-2.")
+        self.special_ids = self._special_ids()                # appends a special missing from vocab
+        self._ids = self._ordinary_ids()                      # bytes -> id
         self._byte_ids = [self._ids[bytes([x])] for x in range(256)]
-        self._ranks = {}  # (id_a, id_b) -> (rank, id of a+b)
-        for r, (a, b) in enumerate(self.merges):
-            for t in (a, b, a + b):
-                if t not in self._ids:
-                    raise TokenizerError(f"merge #{r} ({a!r}, {b!r}) uses or produces {t!r}, which is not in the "
-                                         "vocabulary; vocab and merges do not belong together")
-            self._ranks.setdefault((self._ids[a], self._ids[b]), (r, self._ids[a + b]))
+        self._ranks = self._merge_ranks()                     # (id_a, id_b) -> (rank, id of a+b)
         self._special_re = _special_regex(self.special_tokens)
         self._max_special = max(map(len, self.special_tokens), default=0)
         self._cache = _BPECache(self._bpe, self.cache_size)
@@ -344,139 +332,182 @@ class Tokenizer:
         return (f"Tokenizer(vocab_size={self.vocab_size}, merges={len(self.merges)}, "
                 f"special_tokens={self.special_tokens}, fingerprint={self.fingerprint[:12]})")
 
-    @property
-    def vocab_size(self) -> int:
-        "Number of ids, special tokens included (ids run from 0 to `vocab_size - 1` for trained and GPT-2 vocabs)."
-        return len(self.vocab)
+# %% ../nbs/01_bpe.ipynb
+@patch
+def _special_ids(self: Tokenizer) -> dict[str, int]:
+    "A special token's id: the last id whose bytes are the special's; one missing from `vocab` is appended to it."
+    by_bytes = {b: i for i, b in sorted(self.vocab.items())}
+    ids = {}
+    for s in self.special_tokens:
+        sb = s.encode("utf-8")
+        if sb not in by_bytes:
+            by_bytes[sb] = max(self.vocab, default=-1) + 1
+            self.vocab[by_bytes[sb]] = sb
+        ids[s] = by_bytes[sb]
+    return ids
 
-    @property
-    def eot_id(self) -> int:
-        "Id of `<|endoftext|>`, the document separator."
-        if "<|endoftext|>" not in self.special_ids:
-            raise TokenizerError("this tokenizer has no end-of-text token: it was built without the special token "
-                                 "'<|endoftext|>'. Train or load it with special_tokens=['<|endoftext|>'] "
-                                 "(CLI: --special '<|endoftext|>').")
-        return self.special_ids["<|endoftext|>"]
+@patch
+def _ordinary_ids(self: Tokenizer) -> dict[bytes, int]:
+    "Ordinary tokens: bytes -> id (the smallest id if a byte string occurs twice, e.g. also as a special)."
+    special, ids = set(self.special_ids.values()), {}
+    for i, b in sorted(self.vocab.items(), reverse=True):
+        if i not in special or b not in ids: ids[b] = i
+    missing = [bytes([x]) for x in range(256) if bytes([x]) not in ids]
+    if missing:
+        raise TokenizerError(f"the vocabulary lacks {len(missing)} single byte(s) (e.g. {missing[0]!r}); a byte-level "
+                             "BPE needs all 256 to encode any text. Use a vocab from train_bpe or GPT-2.")
+    return ids
 
-    @property
-    def fingerprint(self) -> str:
-        "SHA-256 (hex) of a canonical serialization of vocab, merges and special tokens: equal iff they are equal."
-        if self._fingerprint is None:
-            h = hashlib.sha256(b"tinyllm-bpe/1\nvocab\n")
-            for i in sorted(self.vocab): h.update(b"%d %s\n" % (i, self.vocab[i].hex().encode()))
-            h.update(b"merges\n")
-            for a, b in self.merges: h.update(b"%s %s\n" % (a.hex().encode(), b.hex().encode()))
-            h.update(b"special\n")
-            for s, i in sorted(self.special_ids.items(), key=lambda x: x[1]):
-                h.update(b"%d %s\n" % (i, s.encode("utf-8").hex().encode()))
-            self._fingerprint = h.hexdigest()
-        return self._fingerprint
+@patch
+def _merge_ranks(self: Tokenizer) -> dict[tuple[int, int], tuple[int, int]]:
+    "`(id_a, id_b) -> (rank, id of a+b)` for the merges; each merge's parts and result must be tokens."
+    ranks = {}
+    for r, (a, b) in enumerate(self.merges):
+        for t in (a, b, a + b):
+            if t not in self._ids:
+                raise TokenizerError(f"merge #{r} ({a!r}, {b!r}) uses or produces {t!r}, which is not in the "
+                                     "vocabulary; vocab and merges do not belong together")
+        ranks.setdefault((self._ids[a], self._ids[b]), (r, self._ids[a + b]))
+    return ranks
 
-    def _bpe(self, piece: str) -> tuple[int, ...]:
-        "Token ids of one pre-token: apply the earliest-learned merge present, until none applies."
-        try: data = piece.encode("utf-8")
-        except UnicodeEncodeError:  # lone surrogates are not Unicode text; like tiktoken, encode each as U+FFFD
-            data = piece.encode("utf-16", "surrogatepass").decode("utf-16", "replace").encode("utf-8")
-        ids = [self._byte_ids[x] for x in data]
-        ranks = self._ranks
-        while len(ids) > 1:
-            best = None
-            for p in zip(ids, ids[1:]):
-                m = ranks.get(p)
-                if m is not None and (best is None or m[0] < best[0]): best, pair = m, p
-            if best is None: break
-            ids = _merge_word(ids, pair[0], pair[1], best[1])
-        return tuple(ids)
+# %% ../nbs/01_bpe.ipynb
+@patch
+def _bpe(self: Tokenizer, piece: str) -> tuple[int, ...]:
+    "Token ids of one pre-token: apply the earliest-learned merge present, until none applies."
+    try: data = piece.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates are not Unicode text; like tiktoken, encode each as U+FFFD
+        data = piece.encode("utf-16", "surrogatepass").decode("utf-16", "replace").encode("utf-8")
+    ids = [self._byte_ids[x] for x in data]
+    ranks = self._ranks
+    while len(ids) > 1:
+        best = None
+        for p in zip(ids, ids[1:]):
+            m = ranks.get(p)
+            if m is not None and (best is None or m[0] < best[0]): best, pair = m, p
+        if best is None: break
+        ids = _merge_word(ids, pair[0], pair[1], best[1])
+    return tuple(ids)
 
-    def encode_ordinary(self, text: str) -> list[int]:
-        "Encode `text`, treating special tokens as ordinary text."
-        if not isinstance(text, str): raise TypeError(f"encode expects a str, got {type(text).__name__}; decode bytes first")
-        if len(text) <= (1 << 20): return list(chain.from_iterable(map(self._cache.__getitem__, pretokenize(text))))
-        ids = []  # long text: a block at a time, so that its millions of pre-token strings never exist at once
-        for pieces in _pretokenize_blocks(text): ids += chain.from_iterable(map(self._cache.__getitem__, pieces))
-        return ids
+# %% ../nbs/01_bpe.ipynb
+@patch(as_prop=True)
+def vocab_size(self: Tokenizer) -> int:
+    "Number of ids, special tokens included (ids run from 0 to `vocab_size - 1` for trained and GPT-2 vocabs)."
+    return len(self.vocab)
 
-    def encode(self, text: str) -> list[int]:
-        "Encode `text`; each special token in it becomes its own id (the longest one where specials overlap)."
-        if self._special_re is None or not isinstance(text, str): return self.encode_ordinary(text)
-        parts = self._special_re.split(text)
-        ids = self.encode_ordinary(parts[0])
-        for i in range(1, len(parts), 2):
-            ids.append(self.special_ids[parts[i]])
-            if parts[i + 1]: ids += self.encode_ordinary(parts[i + 1])
-        return ids
+@patch(as_prop=True)
+def eot_id(self: Tokenizer) -> int:
+    "Id of `<|endoftext|>`, the document separator."
+    if "<|endoftext|>" not in self.special_ids:
+        raise TokenizerError("this tokenizer has no end-of-text token: it was built without the special token "
+                             "'<|endoftext|>'. Train or load it with special_tokens=['<|endoftext|>'] "
+                             "(CLI: --special '<|endoftext|>').")
+    return self.special_ids["<|endoftext|>"]
 
-    def decode_bytes(self, ids: Iterable[int]) -> bytes:
-        "The bytes of a sequence of ids (a list, any iterable, or a numpy array / torch tensor)."
-        if hasattr(ids, "tolist"): ids = ids.tolist()
-        elif not isinstance(ids, (list, tuple)): ids = list(ids)
-        try: return b"".join(map(self.vocab.__getitem__, ids))
-        except (KeyError, TypeError):
-            bad = next(i for i in ids if not isinstance(i, int) or i not in self.vocab)
-            raise TokenizerError(f"cannot decode id {bad!r}: it is not in this tokenizer's vocabulary (ids "
-                                 f"{min(self.vocab)}..{max(self.vocab)}); were these ids made by another tokenizer?"
-                                 ) from None
+@patch(as_prop=True)
+def fingerprint(self: Tokenizer) -> str:
+    "SHA-256 (hex) of a canonical serialization of vocab, merges and special tokens: equal iff they are equal."
+    if self._fingerprint is None:
+        h = hashlib.sha256(b"tinyllm-bpe/1\nvocab\n")
+        for i in sorted(self.vocab): h.update(b"%d %s\n" % (i, self.vocab[i].hex().encode()))
+        h.update(b"merges\n")
+        for a, b in self.merges: h.update(b"%s %s\n" % (a.hex().encode(), b.hex().encode()))
+        h.update(b"special\n")
+        for s, i in sorted(self.special_ids.items(), key=lambda x: x[1]):
+            h.update(b"%d %s\n" % (i, s.encode("utf-8").hex().encode()))
+        self._fingerprint = h.hexdigest()
+    return self._fingerprint
 
-    def decode(self, ids: Iterable[int]) -> str:
-        "Decode ids to text; bytes that are not valid UTF-8 become U+FFFD (like tiktoken)."
-        return self.decode_bytes(ids).decode("utf-8", errors="replace")
+# %% ../nbs/01_bpe.ipynb
+@patch(cls_method=True)
+def train(cls: Tokenizer, input_path, vocab_size: int, special_tokens=None, num_processes: int | None = None,
+          **kwargs) -> Tokenizer:
+    "Train on file(s) `input_path` (see `train_bpe`) and return the tokenizer."
+    specials = _check_specials(special_tokens)
+    vocab, merges = train_bpe(input_path, vocab_size, specials, num_processes, **kwargs)
+    return cls(vocab, merges, specials)
 
-    # -- streaming and batches -------------------------------------------------------------------------------------
-    def _safe_cut(self, buf: str) -> tuple[int, int, list[str]]:
-        """Split `buf`, which more text may follow, into `buf[:e]` (complete: encode it as it is), `pieces` (final
-        pre-tokens of `buf[e:end]`) and `buf[end:]`, which must wait for more text. Returns `(e, end, pieces)`."""
-        n, L = len(buf), self._max_special
-        e, u = 0, n
-        if self._special_re is not None:
-            for m in self._special_re.finditer(buf):
-                if m.start() > n - L: u = m.start(); break  # more text could still make it a longer special
-                e = m.end()  # starts at least L before the end: final
-            for p in range(max(e, n - L + 1), u):  # from p on, the text could be the start of a special token
-                if any(len(t) > n - p and t.startswith(buf[p:]) for t in self.special_tokens): u = p; break
-        pieces = pretokenize(buf, e, u)[:-2]  # appending text can change only the last two pre-tokens
-        return e, e + sum(map(len, pieces)), pieces
+# %% ../nbs/01_bpe.ipynb
+@patch
+def encode_ordinary(self: Tokenizer, text: str) -> list[int]:
+    "Encode `text`, treating special tokens as ordinary text."
+    if not isinstance(text, str): raise TypeError(f"encode expects a str, got {type(text).__name__}; decode bytes first")
+    if len(text) <= (1 << 20): return list(chain.from_iterable(map(self._cache.__getitem__, pretokenize(text))))
+    ids = []  # long text: a block at a time, so that its millions of pre-token strings never exist at once
+    for pieces in _pretokenize_blocks(text): ids += chain.from_iterable(map(self._cache.__getitem__, pieces))
+    return ids
 
-    def encode_iterable(self, iterable: Iterable[str], chunk_chars: int = 1 << 16) -> Iterator[int]:
-        "Lazily encode a stream of strings (e.g. a file's lines) in bounded memory; same ids as encoding the joined text."
-        parts, size, limit = [], 0, chunk_chars
-        for s in iterable:
-            parts.append(s); size += len(s)
-            if size < limit: continue
-            buf = "".join(parts)
-            e, end, pieces = self._safe_cut(buf)
-            yield from self.encode(buf[:e])
-            yield from chain.from_iterable(map(self._cache.__getitem__, pieces))
-            rest = buf[end:]
-            parts, size = [rest], len(rest)
-            limit = max(chunk_chars, 2 * size)  # a huge unfinished pre-token: wait for more before rescanning it
-        yield from self.encode("".join(parts))
+@patch
+def encode(self: Tokenizer, text: str) -> list[int]:
+    "Encode `text`; each special token in it becomes its own id (the longest one where specials overlap)."
+    if self._special_re is None or not isinstance(text, str): return self.encode_ordinary(text)
+    parts = self._special_re.split(text)
+    ids = self.encode_ordinary(parts[0])
+    for i in range(1, len(parts), 2):
+        ids.append(self.special_ids[parts[i]])
+        if parts[i + 1]: ids += self.encode_ordinary(parts[i + 1])
+    return ids
 
-    def encode_batch(self, texts: list[str], num_workers: int | None = None) -> list[list[int]]:
-        "Encode many texts, in `num_workers` processes (default: all cores) when that pays off."
-        texts = list(texts)
-        nw = min(num_workers or os.cpu_count() or 1, len(texts))
-        if nw <= 1 or sum(map(len, texts)) < (1 << 20): return [self.encode(t) for t in texts]
-        import multiprocessing as mp
-        ctx = mp.get_context("fork" if sys.platform == "linux" else "spawn")
-        with ctx.Pool(nw, initializer=_init_worker, initargs=(self,)) as pool:
-            return pool.map(_encode_in_worker, texts, chunksize=max(1, len(texts) // (4 * nw)))
+# %% ../nbs/01_bpe.ipynb
+@patch
+def decode_bytes(self: Tokenizer, ids: Iterable[int]) -> bytes:
+    "The bytes of a sequence of ids (a list, any iterable, or a numpy array / torch tensor)."
+    if hasattr(ids, "tolist"): ids = ids.tolist()
+    elif not isinstance(ids, (list, tuple)): ids = list(ids)
+    try: return b"".join(map(self.vocab.__getitem__, ids))
+    except (KeyError, TypeError):
+        bad = next(i for i in ids if not isinstance(i, int) or i not in self.vocab)
+        raise TokenizerError(f"cannot decode id {bad!r}: it is not in this tokenizer's vocabulary (ids "
+                             f"{min(self.vocab)}..{max(self.vocab)}); were these ids made by another tokenizer?"
+                             ) from None
 
-    # -- training ----------------------------------------------------------------------------------------------------
-    @classmethod
-    def train(cls, input_path, vocab_size: int, special_tokens=None, num_processes: int | None = None,
-              **kwargs) -> Tokenizer:
-        "Train on file(s) `input_path` (see `train_bpe`) and return the tokenizer."
-        specials = _check_specials(special_tokens)
-        vocab, merges = train_bpe(input_path, vocab_size, specials, num_processes, **kwargs)
-        return cls(vocab, merges, specials)
+@patch
+def decode(self: Tokenizer, ids: Iterable[int]) -> str:
+    "Decode ids to text; bytes that are not valid UTF-8 become U+FFFD (like tiktoken)."
+    return self.decode_bytes(ids).decode("utf-8", errors="replace")
 
-_WORKER_TOKENIZER = None
+# %% ../nbs/01_bpe.ipynb
+@patch
+def _safe_cut(self: Tokenizer, buf: str) -> tuple[int, int, list[str]]:
+    """Split `buf`, which more text may follow, into `buf[:e]` (complete: encode it as it is), `pieces` (final
+    pre-tokens of `buf[e:end]`) and `buf[end:]`, which must wait for more text. Returns `(e, end, pieces)`."""
+    n, L = len(buf), self._max_special
+    e, u = 0, n
+    if self._special_re is not None:
+        for m in self._special_re.finditer(buf):
+            if m.start() > n - L: u = m.start(); break  # more text could still make it a longer special
+            e = m.end()  # starts at least L before the end: final
+        for p in range(max(e, n - L + 1), u):  # from p on, the text could be the start of a special token
+            if any(len(t) > n - p and t.startswith(buf[p:]) for t in self.special_tokens): u = p; break
+    pieces = pretokenize(buf, e, u)[:-2]  # appending text can change only the last two pre-tokens
+    return e, e + sum(map(len, pieces)), pieces
 
-def _init_worker(tok):
-    global _WORKER_TOKENIZER
-    _WORKER_TOKENIZER = tok
+@patch
+def encode_iterable(self: Tokenizer, iterable: Iterable[str], chunk_chars: int = 1 << 16) -> Iterator[int]:
+    "Lazily encode a stream of strings (e.g. a file's lines) in bounded memory; same ids as encoding the joined text."
+    parts, size, limit = [], 0, chunk_chars
+    for s in iterable:
+        parts.append(s); size += len(s)
+        if size < limit: continue
+        buf = "".join(parts)
+        e, end, pieces = self._safe_cut(buf)
+        yield from self.encode(buf[:e])
+        yield from chain.from_iterable(map(self._cache.__getitem__, pieces))
+        rest = buf[end:]
+        parts, size = [rest], len(rest)
+        limit = max(chunk_chars, 2 * size)  # a huge unfinished pre-token: wait for more before rescanning it
+    yield from self.encode("".join(parts))
 
-def _encode_in_worker(text): return _WORKER_TOKENIZER.encode(text)
+# %% ../nbs/01_bpe.ipynb
+def _encode_in_worker(text: str) -> list[int]: return worker_state().encode(text)
+
+@patch
+def encode_batch(self: Tokenizer, texts: list[str], num_workers: int | None = None) -> list[list[int]]:
+    "Encode many texts, in `num_workers` processes (default: all cores) when that pays off."
+    texts = list(texts)
+    nw = min(num_workers or default_workers(), len(texts))
+    if nw <= 1 or sum(map(len, texts)) < (1 << 20): return [self.encode(t) for t in texts]
+    with worker_pool(nw, state=self) as pool:
+        return pool.map(_encode_in_worker, texts, chunksize=max(1, len(texts) // (4 * nw)))
 
 # %% ../nbs/01_bpe.ipynb
 def bytes_to_unicode() -> dict[int, str]:
@@ -521,6 +552,7 @@ def _load_json(path) -> tuple[object, str]:
         raise TokenizerError(f"{path}:{e.lineno}: invalid JSON ({e.msg} at column {e.colno}); the file is damaged, "
                              "re-create or re-download it") from None
 
+# %% ../nbs/01_bpe.ipynb
 def read_encoder_json(path, special_tokens=()) -> dict[int, bytes]:
     "Read GPT-2's `encoder.json` (token string -> id) as `{id: bytes}`; `special_tokens` are taken literally."
     data, text = _load_json(path)
@@ -554,6 +586,7 @@ def read_merges(path) -> list[tuple[bytes, bytes]]:
                                      f"byte form, got {line!r}") from None
     return merges
 
+# %% ../nbs/01_bpe.ipynb
 def _check_merges_in_vocab(merges, vocab, merges_path, vocab_path):
     "Every merge's parts and result must be tokens; say which line of the merges file breaks that."
     known = set(vocab.values())
@@ -565,8 +598,8 @@ def _check_merges_in_vocab(merges, vocab, merges_path, vocab_path):
                 raise TokenizerError(f"{merges_path}:{n}: the merge {token_to_str(a)} {token_to_str(b)} uses or makes "
                                      f"{token_to_str(t)!r}, which is not in {vocab_path}; the two files do not match")
 
-# %% ../nbs/01_bpe.ipynb
-def _from_gpt2(cls, encoder_json=None, vocab_bpe=None, special_tokens=("<|endoftext|>",)) -> Tokenizer:
+@patch(cls_method=True)
+def from_gpt2(cls: Tokenizer, encoder_json=None, vocab_bpe=None, special_tokens=("<|endoftext|>",)) -> Tokenizer:
     "Load GPT-2's `encoder.json` + `vocab.bpe` (default: `tinyllm.core.gpt2_files()`); `<|endoftext|>` (50256) is special."
     if encoder_json is None or vocab_bpe is None:
         from tinyllm.core import gpt2_files
@@ -578,6 +611,7 @@ def _from_gpt2(cls, encoder_json=None, vocab_bpe=None, special_tokens=("<|endoft
     present = set(vocab.values())
     return cls(vocab, merges, [s for s in specials if s.encode("utf-8") in present])
 
+# %% ../nbs/01_bpe.ipynb
 def _write_gpt2(tok: Tokenizer, encoder_json, vocab_bpe):
     special = {i: s for s, i in tok.special_ids.items()}
     enc = {special.get(i) or token_to_str(b): i for i, b in sorted(tok.vocab.items())}
@@ -589,19 +623,18 @@ def _write_gpt2(tok: Tokenizer, encoder_json, vocab_bpe):
     with atomic_write(vocab_bpe, "w", encoding="utf-8") as f:
         f.write("#version: 0.2\n" + "".join(f"{token_to_str(a)} {token_to_str(b)}\n" for a, b in tok.merges))
 
-Tokenizer.from_gpt2 = classmethod(_from_gpt2)
-
-def _to_gpt2(self, out_dir):
+@patch
+def to_gpt2(self: Tokenizer, out_dir):
     "Write `encoder.json` and `vocab.bpe` in GPT-2's format into folder `out_dir`."
     out_dir = Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True)
     _write_gpt2(self, out_dir / "encoder.json", out_dir / "vocab.bpe")
     return out_dir
-Tokenizer.to_gpt2 = _to_gpt2
 
 # %% ../nbs/01_bpe.ipynb
 FORMAT_VERSION = 1
 
-def _save(self, out_dir):
+@patch
+def save(self: Tokenizer, out_dir):
     "Save to folder `out_dir` (created if needed): `encoder.json`, `vocab.bpe`, `tokenizer_config.json`."
     out_dir = self.to_gpt2(out_dir)
     cfg = {"format": "tinyllm-bpe", "version": FORMAT_VERSION, "pattern": GPT2_PATTERN,
@@ -610,7 +643,9 @@ def _save(self, out_dir):
         json.dump(cfg, f, indent=1, ensure_ascii=False); f.write("\n")
     return out_dir
 
-def _load(cls, path) -> Tokenizer:
+# %% ../nbs/01_bpe.ipynb
+@patch(cls_method=True)
+def load(cls: Tokenizer, path) -> Tokenizer:
     "Load a tokenizer saved by `save` (or a folder holding GPT-2's `encoder.json` and `vocab.bpe`)."
     path = Path(path)
     if not path.is_dir():
@@ -640,11 +675,9 @@ def _load(cls, path) -> Tokenizer:
                              "delete the \"fingerprint\" line if the edit was deliberate.")
     return tok
 
-Tokenizer.save = _save
-Tokenizer.load = classmethod(_load)
-
 # %% ../nbs/01_bpe.ipynb
-def _to_tiktoken(self, path):
+@patch
+def to_tiktoken(self: Tokenizer, path):
     "Write tiktoken's `.tiktoken` ranks file (`base64(token) rank` per line; special tokens are not included)."
     special = set(self.special_ids.values())
     prev = -1
@@ -658,7 +691,8 @@ def _to_tiktoken(self, path):
             if i not in special: f.write(f"{base64.b64encode(b).decode()} {i}\n")
     return Path(path)
 
-def _to_hf(self, path):
+@patch
+def to_hf(self: Tokenizer, path):
     "Write a Hugging Face `tokenizer.json` (load with `tokenizers.Tokenizer.from_file`; it encodes identically)."
     special = {i: s for s, i in self.special_ids.items()}
     vocab = {special.get(i) or token_to_str(b): i for i, b in sorted(self.vocab.items())}
@@ -672,9 +706,6 @@ def _to_hf(self, path):
                      "vocab": vocab, "merges": [[token_to_str(a), token_to_str(b)] for a, b in self.merges]}}
     with atomic_write(path, "w", encoding="utf-8") as f: json.dump(doc, f, ensure_ascii=False)
     return Path(path)
-
-Tokenizer.to_tiktoken = _to_tiktoken
-Tokenizer.to_hf = _to_hf
 
 # %% ../nbs/01_bpe.ipynb
 def _progress(done: int, total: int):
@@ -698,6 +729,7 @@ def _cmd_train(args) -> int:
           f"saved to {args.out}")
     return 0
 
+# %% ../nbs/01_bpe.ipynb
 def _read_input(path):
     if path in (None, "-"): return sys.stdin.read()
     p = Path(path)
@@ -732,6 +764,7 @@ def _cmd_decode(args) -> int:
     sys.stdout.write(tok.decode(ids))
     return 0
 
+# %% ../nbs/01_bpe.ipynb
 def add_cli(parser: argparse.ArgumentParser) -> None:
     "Add the `train`, `encode` and `decode` sub-commands of `tinyllm tokenizer` to `parser`."
     sub = parser.add_subparsers(dest="tokenizer_command", metavar="ACTION", required=True)
