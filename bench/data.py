@@ -5,7 +5,7 @@
 On ``DIR/train.txt`` (default ``$TINYLLM_DATA`` or ``../shared/data/tinystories``; 9.5 MB) with GPT-2's tokenizer
 (``Tokenizer.from_gpt2`` on the files in ``tests/fixtures/gpt2``) it measures, in MB/s of input text (decimal MB):
 
-* ``tinyllm.data.prepare_split`` end to end -- read the file, split stories, tokenize, write ``train.bin`` and its
+* ``tinyllm.prepare.prepare_split`` end to end -- read the file, split stories, tokenize, write ``train.bin`` and its
   metadata -- with all usable cores and with one process;
 * the same tokenizer's ``encode_ordinary`` over the stories already in memory, one process (no file I/O, no pool):
   the ceiling of the one-process ``prepare``;
@@ -39,6 +39,7 @@ except ImportError:  # running from a checkout that is not pip-installed
 import numpy as np  # noqa: E402
 
 from tinyllm import data as D  # noqa: E402
+from tinyllm import prepare as P  # noqa: E402
 from tinyllm.bpe import Tokenizer  # noqa: E402
 from tinyllm.core import TinyLLMError, default_workers, gpt2_files, tiktoken_gpt2, tinystories_dir  # noqa: E402
 
@@ -78,7 +79,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     try:
         src = (args.data or tinystories_dir()) / "train.txt"
-        sources = [D.Source.from_path(src)]
+        sources = [P.Source.from_path(src)]
         enc_json, vocab_bpe = gpt2_files(GPT2_DIR)
     except TinyLLMError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -88,7 +89,7 @@ def main(argv=None) -> int:
     tok = Tokenizer.from_gpt2(enc_json, vocab_bpe)
     fresh = lambda: pickle.loads(pickle.dumps(tok))  # a new Tokenizer with an empty BPE cache
     ref = tiktoken_gpt2(enc_json, vocab_bpe)
-    stories = [s for chunk, _ in D._story_chunks(sources, max_bytes, 1 << 30) for s in chunk]
+    stories = [s for chunk, _ in P._story_chunks(sources, max_bytes, 1 << 30) for s in chunk]
     nbytes = sum(len(s.encode("utf-8")) for s in stories)
     cores = default_workers()
     print(f"# data preparation: {src} ({len(stories):,} stories, {nbytes / MB:.2f} MB of story text), GPT-2 tokenizer, "
@@ -100,7 +101,7 @@ def main(argv=None) -> int:
         def prepare(workers):
             t = fresh()
             c0, t0 = cpu_seconds(), time.perf_counter()
-            r = D.prepare_split(sources, t, tmp, max_bytes=max_bytes, workers=workers, force=True, progress=False)
+            r = P.prepare_split(sources, t, tmp, max_bytes=max_bytes, workers=workers, force=True, progress=False)
             return (time.perf_counter() - t0, cpu_seconds() - c0), r
 
         for workers, label in ((cores, f"tinyllm prepare, {cores} processes"), (1, "tinyllm prepare, 1 process")):

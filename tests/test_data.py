@@ -1,4 +1,4 @@
-"""tinyllm.data: story readers, prepare (token files + metadata), loading checks, and the two resumable samplers."""
+"""tinyllm.prepare and tinyllm.data: story readers, prepare (token files + metadata), loading checks, the two samplers."""
 import contextlib
 import errno
 import hashlib
@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from tinyllm import data as D
+from tinyllm import prepare as P
 from tinyllm.cli import main as cli_main
 from tinyllm.core import TinyLLMError
 
@@ -63,14 +64,14 @@ def test_txt_stories_any_block_size(tmp_path):
     p = tmp_path / "s.txt"
     p.write_bytes(("\n" + EOT + "\n").join(["  " + STORIES[0], STORIES[1] + "\r\n", "", STORIES[2]]).encode())
     for n in range(1, 70):  # separators and multi-byte characters straddle block boundaries
-        assert list(D.iter_txt_stories(p, read_size=n)) == STORIES
+        assert list(P.iter_txt_stories(p, read_size=n)) == STORIES
     p.write_text(f"A.{EOT}B.\n{EOT}{EOT}\nC.")  # separators mid-line, doubled, none at the end
-    assert list(D.iter_txt_stories(p)) == ["A.", "B.", "C."]
+    assert list(P.iter_txt_stories(p)) == ["A.", "B.", "C."]
 
 
 def test_txt_keeps_inner_whitespace_and_crlf_normalized(tmp_path):
-    assert list(D.iter_txt_stories(write_txt(tmp_path / "a.txt", nl="\r\n"))) == STORIES
-    assert list(D.iter_txt_stories(write_txt(tmp_path / "b.txt"))) == STORIES
+    assert list(P.iter_txt_stories(write_txt(tmp_path / "a.txt", nl="\r\n"))) == STORIES
+    assert list(P.iter_txt_stories(write_txt(tmp_path / "b.txt"))) == STORIES
 
 
 def test_txt_non_utf8_reports_byte_offset(tmp_path):
@@ -81,28 +82,28 @@ def test_txt_non_utf8_reports_byte_offset(tmp_path):
     at = bad.index(0xFF)
     for n in (3, 64, 1 << 20):
         with pytest.raises(TinyLLMError, match=rf"bad\.txt: not valid UTF-8 at byte offset {at} "):
-            list(D.iter_txt_stories(p, read_size=n))
+            list(P.iter_txt_stories(p, read_size=n))
 
 
 def test_txt_without_separators_is_an_error_when_huge(tmp_path):
     p = tmp_path / "blob.txt"
     p.write_bytes(b"x" * 5000)
     with pytest.raises(TinyLLMError, match="no <\\|endoftext\\|> separator"):
-        list(D.iter_txt_stories(p, read_size=100, max_story_bytes=1000))
-    assert list(D.iter_txt_stories(p)) == ["x" * 5000]  # a small file without separators is one story
+        list(P.iter_txt_stories(p, read_size=100, max_story_bytes=1000))
+    assert list(P.iter_txt_stories(p)) == ["x" * 5000]  # a small file without separators is one story
 
 
 def test_jsonl_stories_and_errors(tmp_path):
     p = tmp_path / "s.jsonl"
     p.write_text("".join(json.dumps({"text": s, "id": i}) + "\n\n" for i, s in enumerate(STORIES)), encoding="utf-8")
-    assert list(D.iter_jsonl_stories(p)) == STORIES
+    assert list(P.iter_jsonl_stories(p)) == STORIES
     p.write_text('{"text": "ok"}\n{"text": "broken\n')
-    with pytest.raises(TinyLLMError, match=r"s\.jsonl:2: not valid JSON"): list(D.iter_jsonl_stories(p))
+    with pytest.raises(TinyLLMError, match=r"s\.jsonl:2: not valid JSON"): list(P.iter_jsonl_stories(p))
     p.write_text('{"text": "ok"}\n["text"]\n')
     with pytest.raises(TinyLLMError, match=r"s\.jsonl:2: expected a JSON object with a string 'text' field"):
-        list(D.iter_jsonl_stories(p))
+        list(P.iter_jsonl_stories(p))
     p.write_bytes(b'{"text": "ok"}\n{"text": "caf\xe9"}\n')
-    with pytest.raises(TinyLLMError, match="byte offset 28 "): list(D.iter_jsonl_stories(p))
+    with pytest.raises(TinyLLMError, match="byte offset 28 "): list(P.iter_jsonl_stories(p))
 
 
 def test_resolve_sources(tmp_path, monkeypatch):
@@ -111,28 +112,28 @@ def test_resolve_sources(tmp_path, monkeypatch):
     write_txt(d / "train.txt")
     write_txt(d / "TinyStories-valid.txt", ["v"])
     (d / "notes.md").write_text("ignored")
-    plan = D.resolve_sources(d)
+    plan = P.resolve_sources(d)
     assert list(plan) == ["train", "valid"] and [s.kind for s in plan["train"]] == ["txt"]
-    assert list(D.resolve_sources(str(d), ["validation"])) == ["valid"]
-    with pytest.raises(TinyLLMError, match="has no test file"): D.resolve_sources(d, ["test"])
+    assert list(P.resolve_sources(str(d), ["validation"])) == ["valid"]
+    with pytest.raises(TinyLLMError, match="has no test file"): P.resolve_sources(d, ["test"])
     (d / "test.jsonl").write_text('{"text": "t"}\n')
-    assert list(D.resolve_sources(d)) == ["train", "valid"]  # the test split only when asked for
-    assert list(D.resolve_sources(d, ["test", "train"])) == ["test", "train"]
+    assert list(P.resolve_sources(d)) == ["train", "valid"]  # the test split only when asked for
+    assert list(P.resolve_sources(d, ["test", "train"])) == ["test", "train"]
     (d / "test.jsonl").unlink()
     write_txt(d / "valid.txt", ["w"])
-    with pytest.raises(TinyLLMError, match="several valid files"): D.resolve_sources(d)
+    with pytest.raises(TinyLLMError, match="several valid files"): P.resolve_sources(d)
     (d / "valid.txt").unlink()
     write_txt(d / "train-more.txt", ["m"])                  # TinyStories' train-more.txt continues train.txt
-    assert [Path(s.name).name for s in D.resolve_sources(d)["train"]] == ["train.txt", "train-more.txt"]
+    assert [Path(s.name).name for s in P.resolve_sources(d)["train"]] == ["train.txt", "train-more.txt"]
     (d / "train-more.txt").unlink()
     write_txt(d / "valid.txt", ["w"])
     # files: one split, train by default, in the order given
     a, b = write_txt(tmp_path / "a.txt"), write_txt(tmp_path / "b.txt")
-    plan = D.resolve_sources([a, b])
+    plan = P.resolve_sources([a, b])
     assert list(plan) == ["train"] and [s.name for s in plan["train"]] == [str(a), str(b)]
-    with pytest.raises(TinyLLMError, match="makes one split"): D.resolve_sources([a], ["train", "valid"])
+    with pytest.raises(TinyLLMError, match="makes one split"): P.resolve_sources([a], ["train", "valid"])
     # the hub
-    hub = D.resolve_sources(["hf:roneneldan/TinyStories"])
+    hub = P.resolve_sources(["hf:roneneldan/TinyStories"])
     assert {k: v[0].identity() for k, v in hub.items()} == {
         "train": {"kind": "hf", "name": "roneneldan/TinyStories", "split": "train"},
         "valid": {"kind": "hf", "name": "roneneldan/TinyStories", "split": "validation"}}
@@ -140,11 +141,11 @@ def test_resolve_sources(tmp_path, monkeypatch):
     monkeypatch.setenv("TINYLLM_DATA", str(tmp_path / "ts2"))
     (tmp_path / "ts2").mkdir()
     write_txt(tmp_path / "ts2" / "train.txt")
-    assert list(D.resolve_sources(None)) == ["train"]
+    assert list(P.resolve_sources(None)) == ["train"]
     # ... and a $TINYLLM_DATA that points nowhere is an error, not a silent fall-back to the hub
     monkeypatch.setenv("TINYLLM_DATA", str(tmp_path / "no-such-folder"))
     with pytest.raises(TinyLLMError, match="TINYLLM_DATA=.*no-such-folder.* is not a folder"):
-        D.resolve_sources(None)
+        P.resolve_sources(None)
 
 
 @pytest.mark.parametrize("make, msg", [
@@ -155,7 +156,7 @@ def test_resolve_sources(tmp_path, monkeypatch):
 ])
 def test_resolve_sources_errors(tmp_path, make, msg):
     with pytest.raises(TinyLLMError, match=msg):
-        D.resolve_sources(make(tmp_path), ["nope"] if msg == "split" else None)
+        P.resolve_sources(make(tmp_path), ["nope"] if msg == "split" else None)
 
 
 def test_hub_unreachable_is_a_clear_cli_error(tmp_path):
@@ -182,12 +183,12 @@ def test_hub_stories_are_streamed_and_normalized(tmp_path, monkeypatch):
         raise ConnectionError("connection reset by peer")
 
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
-    it = D.iter_hf_stories("roneneldan/TinyStories", "valid")
+    it = P.iter_hf_stories("roneneldan/TinyStories", "valid")
     assert [next(it) for _ in STORIES] == STORIES
     with pytest.raises(TinyLLMError, match="could not stream split 'validation'.*connection reset.*--data"): next(it)
     assert calls == [("roneneldan/TinyStories", "validation", True)]
     monkeypatch.setattr(datasets, "load_dataset", lambda name, split, streaming: iter([{"text": s} for s in STORIES]))
-    r = D.prepare("hf:roneneldan/TinyStories", ByteTok(), tmp_path / "out", splits=["train"], progress=False)["train"]
+    r = P.prepare("hf:roneneldan/TinyStories", ByteTok(), tmp_path / "out", splits=["train"], progress=False)["train"]
     assert r.meta["inputs"]["sources"] == [{"kind": "hf", "name": "roneneldan/TinyStories", "split": "train"}]
     assert D.load_tokens(tmp_path / "out").tokens.tolist() == expected_bytes_ids(STORIES)
 
@@ -201,7 +202,7 @@ def test_token_dtype():
 
 def test_prepare_eot_after_every_story_and_metadata(tmp_path):
     src = write_txt(tmp_path / "train.txt")
-    r = D.prepare_split([D.Source.from_path(src)], ByteTok(), tmp_path / "out", progress=False)
+    r = P.prepare_split([P.Source.from_path(src)], ByteTok(), tmp_path / "out", progress=False)
     raw = (tmp_path / "out" / "train.bin").read_bytes()
     assert np.frombuffer(raw, "<u2").tolist() == expected_bytes_ids(STORIES)
     m = json.loads((tmp_path / "out" / "train.json").read_text())
@@ -221,7 +222,7 @@ def test_prepare_same_file_for_any_worker_count(tmp_path):
     src = write_txt(tmp_path / "train.txt", stories)
     outs = []
     for w in (1, 2, 3):
-        r = D.prepare_split([D.Source.from_path(src)], ByteTok(), tmp_path / f"w{w}", workers=w, chunk_bytes=100,
+        r = P.prepare_split([P.Source.from_path(src)], ByteTok(), tmp_path / f"w{w}", workers=w, chunk_bytes=100,
                             progress=False)
         outs.append(r.bin_path.read_bytes())
     assert outs[0] == outs[1] == outs[2]
@@ -231,7 +232,7 @@ def test_prepare_same_file_for_any_worker_count(tmp_path):
 def test_prepare_uint32_for_large_vocabularies(tmp_path):
     src = write_txt(tmp_path / "train.txt")
     tok = ByteTok(vocab_size=70_000)
-    r = D.prepare_split([D.Source.from_path(src)], tok, tmp_path / "out", progress=False)
+    r = P.prepare_split([P.Source.from_path(src)], tok, tmp_path / "out", progress=False)
     assert r.meta["inputs"]["dtype"] == "uint32" and r.bin_path.stat().st_size == 4 * r.meta["num_tokens"]
     d = D.load_tokens(tmp_path / "out", tokenizer=tok)
     assert d.tokens.dtype == np.dtype("<u4") and d.tokens.tolist() == expected_bytes_ids(STORIES, eot=69_999)
@@ -241,7 +242,7 @@ def test_prepare_jsonl_and_several_files_in_order(tmp_path):
     j = tmp_path / "a.jsonl"
     j.write_text("".join(json.dumps({"text": s}) + "\n" for s in STORIES[:2]))
     t = write_txt(tmp_path / "b.txt", STORIES[2:])
-    r = D.prepare(data=[j, t], tokenizer=ByteTok(), out_dir=tmp_path / "out", progress=False)["train"]
+    r = P.prepare(data=[j, t], tokenizer=ByteTok(), out_dir=tmp_path / "out", progress=False)["train"]
     assert D.load_tokens(tmp_path / "out").tokens.tolist() == expected_bytes_ids(STORIES)
     assert [s["kind"] for s in r.meta["inputs"]["sources"]] == ["jsonl", "txt"]
 
@@ -249,18 +250,18 @@ def test_prepare_jsonl_and_several_files_in_order(tmp_path):
 def test_prepare_max_bytes_takes_whole_stories(tmp_path):
     src = write_txt(tmp_path / "train.txt")
     n0, n1 = (len(s.encode()) for s in STORIES[:2])
-    r = D.prepare_split([D.Source.from_path(src)], ByteTok(), tmp_path / "out", max_bytes=n0 + n1, progress=False)
+    r = P.prepare_split([P.Source.from_path(src)], ByteTok(), tmp_path / "out", max_bytes=n0 + n1, progress=False)
     assert r.meta["num_stories"] == 2 and r.meta["num_bytes"] == n0 + n1
-    r = D.prepare_split([D.Source.from_path(src)], ByteTok(), tmp_path / "out", max_bytes=n0 + n1 - 1, progress=False)
+    r = P.prepare_split([P.Source.from_path(src)], ByteTok(), tmp_path / "out", max_bytes=n0 + n1 - 1, progress=False)
     assert r.meta["num_stories"] == 1 and r.meta["inputs"]["max_bytes"] == n0 + n1 - 1
     with pytest.raises(TinyLLMError, match="first story is longer"):
-        D.prepare_split([D.Source.from_path(src)], ByteTok(), tmp_path / "out", max_bytes=5, progress=False)
+        P.prepare_split([P.Source.from_path(src)], ByteTok(), tmp_path / "out", max_bytes=5, progress=False)
 
 
 def test_rerun_is_a_noop_until_an_input_changes(tmp_path):
     src = write_txt(tmp_path / "train.txt")
     out = tmp_path / "out"
-    run = lambda tok=None, **kw: D.prepare_split([D.Source.from_path(src)], tok or ByteTok(), out, progress=False, **kw)
+    run = lambda tok=None, **kw: P.prepare_split([P.Source.from_path(src)], tok or ByteTok(), out, progress=False, **kw)
     first = run()
     stamp = (out / "train.bin").stat().st_mtime_ns, (out / "train.json").stat().st_mtime_ns
     again = run()
@@ -280,10 +281,10 @@ def test_rerun_is_a_noop_until_an_input_changes(tmp_path):
 def test_interrupted_run_keeps_previous_outputs(tmp_path, exc):
     src = write_txt(tmp_path / "train.txt", [f"s{i}" for i in range(50)])
     out = tmp_path / "out"
-    good = D.prepare_split([D.Source.from_path(src)], ByteTok(), out, progress=False)
+    good = P.prepare_split([P.Source.from_path(src)], ByteTok(), out, progress=False)
     before = (out / "train.bin").read_bytes(), (out / "train.json").read_bytes()
     with pytest.raises(type(exc)):
-        D.prepare_split([D.Source.from_path(src)], FailingTok("s30", exc), out, workers=1, chunk_bytes=10, progress=False)
+        P.prepare_split([P.Source.from_path(src)], FailingTok("s30", exc), out, workers=1, chunk_bytes=10, progress=False)
     assert ((out / "train.bin").read_bytes(), (out / "train.json").read_bytes()) == before
     assert files_of(out) == ["train.bin", "train.json"]  # no temporary file left behind
     assert D.load_tokens(out, tokenizer=ByteTok()).meta == good.meta
@@ -293,7 +294,7 @@ def test_interrupted_fresh_run_leaves_nothing_that_looks_finished(tmp_path):
     src = write_txt(tmp_path / "train.txt", [f"s{i}" for i in range(50)])
     out = tmp_path / "out"
     with pytest.raises(RuntimeError):
-        D.prepare_split([D.Source.from_path(src)], FailingTok("s30", RuntimeError()), out, workers=2, chunk_bytes=10,
+        P.prepare_split([P.Source.from_path(src)], FailingTok("s30", RuntimeError()), out, workers=2, chunk_bytes=10,
                         progress=False)
     assert files_of(out) == []
     with pytest.raises(TinyLLMError, match="never prepared or its preparation did not finish"): D.load_tokens(out)
@@ -301,7 +302,7 @@ def test_interrupted_fresh_run_leaves_nothing_that_looks_finished(tmp_path):
 
 KILLED = textwrap.dedent("""
     import os, signal, sys
-    from tinyllm import data as D
+    from tinyllm import prepare as P
     sys.path.insert(0, {tests!r})
     from test_data import ByteTok
     class KillTok(ByteTok):
@@ -310,7 +311,7 @@ KILLED = textwrap.dedent("""
             KillTok.calls += 1
             if KillTok.calls == 40: os.kill(os.getpid(), signal.SIGKILL)  # no cleanup of any kind runs
             return super().encode_ordinary(text)
-    D.prepare_split([D.Source.from_path({src!r})], KillTok(), {out!r}, workers=1, chunk_bytes=10, progress=False)
+    P.prepare_split([P.Source.from_path({src!r})], KillTok(), {out!r}, workers=1, chunk_bytes=10, progress=False)
 """)
 
 
@@ -323,7 +324,7 @@ def test_killed_run_is_never_mistaken_for_finished(tmp_path):
     left = files_of(out)
     assert "train.json" not in left and "train.bin" not in left and any(f.endswith(".tmp") for f in left)
     with pytest.raises(TinyLLMError): D.load_tokens(out)
-    r = D.prepare_split([D.Source.from_path(src)], ByteTok(), out, progress=False)  # the rerun completes
+    r = P.prepare_split([P.Source.from_path(src)], ByteTok(), out, progress=False)  # the rerun completes
     assert not r.skipped and files_of(out) == ["train.bin", "train.json"]  # and removes the stale temporary file
     assert D.load_tokens(out).tokens.tolist() == expected_bytes_ids([f"story {i}" for i in range(100)])
 
@@ -332,18 +333,18 @@ def test_crash_between_tokens_and_metadata(tmp_path):
     "A run killed after the tokens were renamed into place but before the metadata was written: not finished."
     src = write_txt(tmp_path / "train.txt")
     out = tmp_path / "out"
-    D.prepare_split([D.Source.from_path(src)], ByteTok(), out, progress=False)
+    P.prepare_split([P.Source.from_path(src)], ByteTok(), out, progress=False)
     (out / "train.json").unlink()
     with pytest.raises(TinyLLMError, match="has no metadata.*did not finish"): D.load_tokens(out)
-    assert not D.prepare_split([D.Source.from_path(src)], ByteTok(), out, progress=False).skipped
+    assert not P.prepare_split([P.Source.from_path(src)], ByteTok(), out, progress=False).skipped
 
 
 def test_disk_full_is_a_clear_error_and_keeps_old_outputs(tmp_path, monkeypatch):
     src = write_txt(tmp_path / "train.txt")
     out = tmp_path / "out"
-    D.prepare_split([D.Source.from_path(src)], ByteTok(), out, progress=False)
+    P.prepare_split([P.Source.from_path(src)], ByteTok(), out, progress=False)
     before = (out / "train.bin").read_bytes(), (out / "train.json").read_bytes()
-    real = D.atomic_write
+    real = P.atomic_write
 
     class FullDisk:
         def __init__(self, f): self.f = f
@@ -354,9 +355,9 @@ def test_disk_full_is_a_clear_error_and_keeps_old_outputs(tmp_path, monkeypatch)
     def full_disk(path, *a, **kw):
         with real(path, *a, **kw) as f: yield FullDisk(f)
 
-    monkeypatch.setattr(D, "atomic_write", full_disk)
+    monkeypatch.setattr(P, "atomic_write", full_disk)
     with pytest.raises(TinyLLMError, match=r"could not write .*train\.bin: No space left on device.*untouched"):
-        D.prepare_split([D.Source.from_path(src)], ByteTok(name="other"), out, progress=False)
+        P.prepare_split([P.Source.from_path(src)], ByteTok(name="other"), out, progress=False)
     assert ((out / "train.bin").read_bytes(), (out / "train.json").read_bytes()) == before
     assert files_of(out) == ["train.bin", "train.json"]
 
@@ -365,7 +366,7 @@ def test_empty_data_is_an_error(tmp_path):
     src = tmp_path / "train.txt"
     src.write_text(f"\n{EOT}\n  \n{EOT}\n")
     with pytest.raises(TinyLLMError, match="no stories found in .*train.txt"):
-        D.prepare_split([D.Source.from_path(src)], ByteTok(), tmp_path / "out", progress=False)
+        P.prepare_split([P.Source.from_path(src)], ByteTok(), tmp_path / "out", progress=False)
     assert files_of(tmp_path / "out") == []
 
 
@@ -373,7 +374,7 @@ def test_empty_data_is_an_error(tmp_path):
 def test_load_checks_fingerprint_size_and_hash(tmp_path):
     src = write_txt(tmp_path / "train.txt")
     out = tmp_path / "out"
-    D.prepare_split([D.Source.from_path(src)], ByteTok(), out, progress=False)
+    P.prepare_split([P.Source.from_path(src)], ByteTok(), out, progress=False)
     other = ByteTok(name="other")
     with pytest.raises(TinyLLMError) as e: D.load_tokens(out, tokenizer=other)
     assert ByteTok().fingerprint in str(e.value) and other.fingerprint in str(e.value) and "prepare" in str(e.value)
@@ -394,8 +395,8 @@ def test_real_tokenizer_matches_tiktoken(tmp_path, gpt2_files, tiktoken_gpt2):
     stories = STORIES + ["  It's 2023's best   story\u2014isn't it?\n\n\nYes.", "\u4f60\u597d\uff0c\u4e16\u754c"]
     src = write_txt(tmp_path / "train.txt", stories)
     tok = Tokenizer.from_gpt2(*gpt2_files)
-    r = D.prepare([src], gpt2_files[0].parent, tmp_path / "out", workers=2, progress=False)["train"]
-    want = [i for s in D.iter_txt_stories(src) for i in tiktoken_gpt2.encode_ordinary(s) + [tiktoken_gpt2.eot_token]]
+    r = P.prepare([src], gpt2_files[0].parent, tmp_path / "out", workers=2, progress=False)["train"]
+    want = [i for s in P.iter_txt_stories(src) for i in tiktoken_gpt2.encode_ordinary(s) + [tiktoken_gpt2.eot_token]]
     d = D.load_tokens(tmp_path / "out", tokenizer=tok, verify=True)
     assert d.tokens.tolist() == want and r.meta["inputs"]["tokenizer_fingerprint"] == tok.fingerprint
     assert d.eot_id == 50256 and d.vocab_size == 50257
@@ -474,7 +475,7 @@ def test_sampler_state_mismatch_and_bad_sizes(stream):
 
 def test_batches_from_a_prepared_split(tmp_path):
     src = write_txt(tmp_path / "train.txt")
-    D.prepare_split([D.Source.from_path(src)], ByteTok(), tmp_path / "out", progress=False)
+    P.prepare_split([P.Source.from_path(src)], ByteTok(), tmp_path / "out", progress=False)
     d = D.load_tokens(tmp_path / "out")
     x, y = next(D.StreamBatches(d, block_size=10, batch_size=2, shuffle=False))
     assert x[0].tolist() == expected_bytes_ids(STORIES)[:10] and y[0].tolist() == expected_bytes_ids(STORIES)[1:11]
@@ -533,15 +534,15 @@ def test_cli_help_explains_flags(capsys):
 @pytest.mark.slow
 def test_prepare_tinystories_sample(tinystories, tmp_path, gpt2_files, tiktoken_gpt2):
     "The real sample, train and valid, with GPT-2's tokenizer on all cores: ids equal tiktoken's, story by story."
-    res = D.prepare(tinystories, gpt2_files[0].parent, tmp_path / "out", splits=["train", "valid"], progress=False)
+    res = P.prepare(tinystories, gpt2_files[0].parent, tmp_path / "out", splits=["train", "valid"], progress=False)
     for split, r in res.items():
         d = D.load_tokens(tmp_path / "out", split, tokenizer=D.load_tokenizer(gpt2_files[0].parent), verify=True)
         files = [tinystories / f"{split}.txt"] + sorted(tinystories.glob(f"{split}-*.txt"))   # train.txt, train-more.txt
-        stories = [s for f in files for s in D.iter_txt_stories(f)]
+        stories = [s for f in files for s in P.iter_txt_stories(f)]
         want = np.concatenate([np.array(ids + [50256], dtype=np.uint16)
                                for ids in tiktoken_gpt2.encode_ordinary_batch(stories)])
         assert np.array_equal(d.tokens, want)
         assert r.meta["num_stories"] == len(stories) == int((d.tokens == 50256).sum())
     assert res["train"].meta["num_stories"] == 11_210 + 2_988 and res["valid"].meta["num_stories"] == 300
-    again = D.prepare(tinystories, gpt2_files[0].parent, tmp_path / "out", splits=["train", "valid"], progress=False)
+    again = P.prepare(tinystories, gpt2_files[0].parent, tmp_path / "out", splits=["train", "valid"], progress=False)
     assert all(r.skipped for r in again.values())

@@ -112,7 +112,7 @@ def test_tinyllm_train_under_torchrun_on_two_processes(tmp_path, parallel):
     from test_trainer_faults import EOT, WORDS, _corpus, write_run_config
 
     from tinyllm.bpe import Tokenizer
-    from tinyllm.data import prepare
+    from tinyllm.prepare import prepare
     text = _corpus(tmp_path / "text", WORDS[0], 0)
     Tokenizer.train(text / "train.txt", vocab_size=300, special_tokens=[EOT], num_processes=1).save(tmp_path / "tok")
     prepare(text, tmp_path / "tok", tmp_path / "tokens", progress=False, workers=1)

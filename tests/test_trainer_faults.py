@@ -22,8 +22,9 @@ from tinyllm.bpe import Tokenizer
 from tinyllm.checkpoint import list_checkpoints, load_weights, verify_checkpoint
 from tinyllm.cli import main as cli_main
 from tinyllm.core import TinyLLMError
-from tinyllm.data import RandomBatches, prepare
+from tinyllm.data import RandomBatches
 from tinyllm.model import GPT, GPTConfig
+from tinyllm.prepare import prepare
 from tinyllm.trainer import NonFiniteError, Trainer, TrainConfig, read_metrics
 from helpers import learnable_stream
 

@@ -32,8 +32,8 @@ class Command:
 COMMANDS = {
     "tokenizer": Command("tinyllm.bpe", "train a byte-level BPE tokenizer; encode and decode text",
                          "Train a GPT-2-style byte-level BPE tokenizer on text files, and encode or decode with it.", "01_bpe"),
-    "data": Command("tinyllm.data", "tokenize a corpus into memory-mapped token files",
-                    "Prepare training data: tokenize TinyStories (hub or local files) into flat token files.", "02a_data"),
+    "data": Command("tinyllm.prepare", "tokenize a corpus into memory-mapped token files",
+                    "Prepare training data: tokenize TinyStories (hub or local files) into flat token files.", "02a_prepare"),
     "train": Command("tinyllm.cli", "train a model from a TOML config with key=value overrides",
                      "Train a model. The run is described by a TOML file (see configs/) and dotted overrides such as "
                      "model.n_layer=4; the full configuration is printed first.", "03_trainer"),
