@@ -16,8 +16,8 @@ from .core import TinyLLMError
 
 # %% auto 0
 __all__ = ['COMM_ERRORS', 'DistributedError', 'is_distributed', 'rank', 'launched_by_torchrun', 'init_distributed', 'shut_down',
-           'RankShard', 'gather_objects', 'broadcast_object', 'all_reduce_mean', 'lost_peer', 'shard_model',
-           'local_part', 'full_value', 'save_sharded', 'load_sharded', 'full_model_state']
+           'RankShard', 'gather_objects', 'broadcast_object', 'all_reduce_mean', 'lost_peer', 'on_main_process',
+           'shard_model', 'local_part', 'full_value', 'save_sharded', 'load_sharded', 'full_model_state']
 
 # %% ../nbs/03e_distributed.ipynb
 class DistributedError(TinyLLMError):
@@ -116,6 +116,20 @@ def lost_peer(e: BaseException) -> bool:
     "Whether an exception raised inside a collective means another process died or stopped answering."
     return is_distributed() and isinstance(e, (RuntimeError, OSError)) and not isinstance(e, TinyLLMError) and \
         any(s in str(e).lower() for s in COMM_ERRORS)
+
+# %% ../nbs/03e_distributed.ipynb
+def on_main_process(fn, error=TinyLLMError):
+    """`fn()` run by rank 0 only, its result given to every process. A `TinyLLMError` from it is raised on every
+    process: the original on rank 0, `error(message)` on the others (raised at once when not distributed)."""
+    result = problem = None
+    if rank() == 0:
+        try: result = fn()
+        except TinyLLMError as e:
+            if not is_distributed(): raise
+            problem = e
+    result, message = broadcast_object((result, str(problem) if problem else None))
+    if message: raise problem or error(message)
+    return result
 
 # %% ../nbs/03e_distributed.ipynb
 def shard_model(model: nn.Module, device_type: str = "cpu") -> nn.Module:

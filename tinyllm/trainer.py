@@ -30,8 +30,8 @@ from .checkpoint import (CheckpointError, list_checkpoints, load_weights, prune_
                                 resolve_checkpoint, save_checkpoint, set_pointer, stage_checkpoint, verify_checkpoint)
 from .core import TinyLLMError, atomic_write, bf16_supported   # bf16_supported: chapter 0
 from .distributed import (DistributedError, all_reduce_mean, broadcast_object, full_model_state, full_value,
-                                 gather_objects, is_distributed, load_sharded, local_part, lost_peer, rank,
-                                 save_sharded, shard_model)
+                                 gather_objects, is_distributed, load_sharded, local_part, lost_peer,
+                                 on_main_process, rank, save_sharded, shard_model)
 from .kernels import choose_kernels
 from .optim import make_optimizer, make_schedule
 from .perf import gemm_peak_flops, mfu, peak_memory_mb
@@ -470,8 +470,7 @@ def save(self: Trainer, val_loss: float | None = None, best: bool = False) -> Pa
     ranks = gather_objects({"rng": rng_state(), "batches": self.train_batches.state_dict()})   # each process's own
     staged = self._save_shards(root) if self.sharded else None
     weights = full_model_state(self.model) if self.sharded else self.model.state_dict()
-    path = problem = None
-    if self.main:                                           # one process writes; the others wait for its answer
+    def write() -> Path:                                    # one process writes; the others wait for its answer
         state = {"optimizer": None if self.sharded else self.optimizer.state_dict(), "scaler": self.scaler.state_dict() if self.scaler else None,
                  "step": self.step, "tokens_seen": self.tokens_seen, "skipped": self.skipped, "best_val": self.best_val,
                  "elapsed": self.elapsed, "rng": ranks[0]["rng"], "batches": {"train": ranks[0]["batches"]},
@@ -479,28 +478,18 @@ def save(self: Trainer, val_loss: float | None = None, best: bool = False) -> Pa
                  "schedule": {"name": self.cfg.schedule, "step": self.step, "lr": self.schedule(self.step)}}
         meta = {"step": self.step, "tokens_seen": self.tokens_seen, "val_loss": val_loss, "identity": self.identity,
                 "config": self.run_config, "torch": torch.__version__, "saved_unix_time": time.time()}
-        try:
-            path = save_checkpoint(root, self.step, weights, state, meta, staged=staged)
-            set_pointer(root, "last", path)
-            if best: set_pointer(root, "best", path)
-            prune_checkpoints(root, self.cfg.keep_checkpoints)
-        except TinyLLMError as e:
-            problem = e
-            if not is_distributed(): raise
-    path, message = broadcast_object((path, str(problem) if problem else None))
-    if message: raise problem if problem else TinyLLMError(f"the checkpoint of step {self.step} failed: {message}")
-    self.last_checkpoint = path
-    return path
+        path = save_checkpoint(root, self.step, weights, state, meta, staged=staged)
+        set_pointer(root, "last", path)
+        if best: set_pointer(root, "best", path)
+        prune_checkpoints(root, self.cfg.keep_checkpoints)
+        return path
+    self.last_checkpoint = on_main_process(write, lambda m: TinyLLMError(f"the checkpoint of step {self.step} failed: {m}"))
+    return self.last_checkpoint
 
 @patch
 def _save_shards(self: Trainer, root: Path) -> Path:
     "FSDP: every process writes its shards of the weights and optimizer state into one staged folder, `sharded/`."
-    staged = problem = None
-    if self.main:
-        try: staged = stage_checkpoint(root, self.step)
-        except TinyLLMError as e: problem = e
-    staged, message = broadcast_object((staged, str(problem) if problem else None))
-    if message: raise problem or CheckpointError(message)
+    staged = on_main_process(lambda: stage_checkpoint(root, self.step), CheckpointError)
     try: save_sharded(self.model, self.optimizer, staged / "sharded")
     except Exception as e:                                  # DCP reports one process's failure on every process
         if self.main: shutil.rmtree(staged, ignore_errors=True)
@@ -554,15 +543,8 @@ def _check_out_dir(self: Trainer, resume: str | None) -> Path | None:
 @patch
 def _open_out_dir(self: Trainer, resume: str | None) -> list:
     "Check `out_dir` is writable, refuse to overwrite a run, resume if asked; return the loggers."
-    out, path, problem = self.out_dir, None, None
-    if self.main:                                            # one process checks and chooses; all of them resume
-        try:
-            path = self._check_out_dir(resume)
-        except TinyLLMError as e:
-            problem = e
-            if not is_distributed(): raise
-    path, message = broadcast_object((path, str(problem) if problem else None))
-    if message: raise problem if problem else TinyLLMError(message)
+    out = self.out_dir
+    path = on_main_process(lambda: self._check_out_dir(resume))   # one process checks and chooses; all of them resume
     if path is not None:
         self.load(path)
         self.print(f"resumed from {path} (step {self.step}, {self.tokens_seen:,} tokens seen)")
