@@ -95,11 +95,12 @@ def save_checkpoint(root, step: int, weights: dict[str, torch.Tensor], state: di
         kept, aliases = _dedup_tied({k: v.cpu() for k, v in weights.items()})
         save_file(kept, tmp / "model.safetensors", metadata={"format": "pt", "aliases": json.dumps(aliases)})
         torch.save(state, tmp / "state.pt")
+        written = sorted(p for p in tmp.rglob("*") if p.is_file())    # FILES[:-1], and any staged ones
         files = {}
-        for f in sorted(p for p in tmp.rglob("*") if p.is_file()):   # FILES[:-1], and any staged ones
+        for f in written:
             _fsync_file(f)
             files[f.relative_to(tmp).as_posix()] = {"sha256": _sha256(f), "bytes": f.stat().st_size}
-        for d in {f.parent for f in tmp.rglob("*") if f.is_file()} - {tmp}: _fsync_dir(d)
+        for d in {f.parent for f in written} - {tmp}: _fsync_dir(d)
         with open(tmp / "meta.json", "w", encoding="utf-8") as f:
             json.dump({**meta, "step": step, "files": files}, f, indent=2, default=str)
             f.flush()
