@@ -5,7 +5,7 @@
 On the TinyStories training sample (``DIR/train.txt``; default ``$TINYLLM_DATA`` or ``../shared/data/tinystories``) it
 measures:
 
-* training time at vocab 10,000 with the special token ``<|endoftext|>``: ``tinyllm.bpe.train_bpe`` against the Hugging
+* training time at vocab 10,000 with the special token ``<|endoftext|>``: ``tinyllm.bpe_train.train_bpe`` against the Hugging
   Face ``tokenizers`` BPE trainer set up with the same byte-level pre-tokenizer (ByteLevel, GPT-2 regex,
   ``add_prefix_space=False``, all 256 bytes as the initial alphabet) and fed the same text split on the special token;
 * encode throughput (MB/s of UTF-8 input) of the whole file with GPT-2's vocabulary: ``Tokenizer.from_gpt2`` against
@@ -190,7 +190,7 @@ def _child(kind: str, path: str, arg: float) -> dict:
         reset_peak_rss()
         t0 = time.perf_counter()
         if kind == "train-tinyllm":
-            from tinyllm.bpe import train_bpe
+            from tinyllm.bpe_train import train_bpe
             train_bpe(path, int(arg), special_tokens=[EOT])
         else:
             hf_train(Path(path), int(arg))
@@ -214,7 +214,7 @@ def measure_in_subprocess(kind: str, path: Path, arg: float) -> dict:
 
 # --------------------------------------------------------------------------------------------------------- sections
 def bench_training(path: Path, vocab_size: int, repeats: int) -> dict:
-    from tinyllm.bpe import train_bpe
+    from tinyllm.bpe_train import train_bpe
     t_ours, (vocab, merges), t_hf, hf = best_of_pair(lambda: train_bpe(path, vocab_size, special_tokens=[EOT]),
                                                      lambda: hf_train(path, vocab_size), repeats)
     # The same on one core: tinyllm without worker processes, `tokenizers` with its parallelism switched off (read

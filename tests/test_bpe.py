@@ -1,4 +1,5 @@
-"""tinyllm.bpe: exact GPT-2 (tiktoken) match, round trips, deterministic training, formats, errors, streaming, CLI."""
+"""The tokenizer chapter (tinyllm.pretokenize, bpe_train, bpe, bpe_files, bpe_cli): exact GPT-2 (tiktoken) match,
+round trips, deterministic training, formats, errors, streaming, CLI."""
 import argparse
 import json
 import os
@@ -12,10 +13,13 @@ import regex
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import tinyllm.bpe as bpe
-from tinyllm.bpe import (_GPT2_ASCII, _GPT2_EXACT, _GPT2_FAST, LETTER, NUMBER, Tokenizer, TokenizerError, add_cli, count_pretokens, find_chunk_boundaries,
-                         learn_merges, pretokenize, read_merges, split_special, train_bpe, train_bpe_naive)
+import tinyllm.pretokenize as pretok
+from tinyllm.bpe import Tokenizer, TokenizerError
+from tinyllm.bpe_cli import add_cli
+from tinyllm.bpe_files import read_merges
+from tinyllm.bpe_train import count_pretokens, find_chunk_boundaries, learn_merges, train_bpe, train_bpe_naive
 from tinyllm.core import TinyLLMError
+from tinyllm.pretokenize import _GPT2_ASCII, _GPT2_EXACT, _GPT2_FAST, LETTER, NUMBER, pretokenize, split_special
 
 GPT2_DIR = Path(__file__).parent / "fixtures" / "gpt2"
 
@@ -115,9 +119,9 @@ def test_mixed_ascii_pretokenizer(s, data):
     "Long texts are pre-tokenized line-wise (ASCII lines with `re`): same result as the exact pattern on any slice."
     pos = data.draw(st.integers(0, len(s)))
     end = data.draw(st.integers(pos, len(s)))
-    old, bpe._MIXED_MIN = bpe._MIXED_MIN, 0  # take the line-wise path even for short strings
+    old, pretok._MIXED_MIN = pretok._MIXED_MIN, 0  # take the line-wise path even for short strings
     try: assert pretokenize(s) == _GPT2_EXACT.findall(s) and pretokenize(s, pos, end) == _GPT2_EXACT.findall(s, pos, end)
-    finally: bpe._MIXED_MIN = old
+    finally: pretok._MIXED_MIN = old
 
 
 def test_lone_surrogates_like_tiktoken(gpt2, tiktoken_gpt2):
@@ -230,7 +234,7 @@ def test_gpt2_special(gpt2, tmp_path, monkeypatch):
 
 # ---------------------------------------------------------------------------------------------- training
 def test_golden_merges():
-    "Training on the committed corpus reproduces the golden merges (checked by hand in nbs/01_bpe.ipynb)."
+    "Training on the committed corpus reproduces the golden merges (checked by hand in nbs/01c_bpe_files.ipynb)."
     golden = read_merges(FIX / "golden_merges.txt")
     vocab, merges = train_bpe(FIX / "corpus.txt", 256 + 1 + len(golden), [EOT])
     assert merges == golden

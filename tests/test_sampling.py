@@ -364,7 +364,8 @@ STORY = "Once upon a time there was a little cat. The cat liked to play in the s
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     "A run folder like `tinyllm train` leaves: a tokenizer, and OUT/checkpoints/step-0000010 with `last` pointing at it."
-    from tinyllm.bpe import Tokenizer, train_bpe
+    from tinyllm.bpe import Tokenizer
+    from tinyllm.bpe_train import train_bpe
     from tinyllm.checkpoint import save_checkpoint, set_pointer
     d = tmp_path_factory.mktemp("run")
     (d / "text.txt").write_text(STORY * 40)

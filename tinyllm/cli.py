@@ -30,8 +30,8 @@ class Command:
     chapter: str
 
 COMMANDS = {
-    "tokenizer": Command("tinyllm.bpe", "train a byte-level BPE tokenizer; encode and decode text",
-                         "Train a GPT-2-style byte-level BPE tokenizer on text files, and encode or decode with it.", "01_bpe"),
+    "tokenizer": Command("tinyllm.bpe_cli", "train a byte-level BPE tokenizer; encode and decode text",
+                         "Train a GPT-2-style byte-level BPE tokenizer on text files, and encode or decode with it.", "01d_bpe_cli"),
     "data": Command("tinyllm.prepare", "tokenize a corpus into memory-mapped token files",
                     "Prepare training data: tokenize TinyStories (hub or local files) into flat token files.", "02a_prepare"),
     "train": Command("tinyllm.cli", "train a model from a TOML config with key=value overrides",
