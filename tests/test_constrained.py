@@ -21,8 +21,8 @@ PATTERNS = [r"(ab)+", r"a|b*c?", r"[a-z]{2,4}", r"\d+(\.\d+)?", r"caf.", r'"[^"]
 
 
 @pytest.fixture(scope="module")
-def tok():
-    return Tokenizer.from_gpt2()
+def tok(gpt2_files):
+    return Tokenizer.from_gpt2(*gpt2_files)
 
 
 @pytest.mark.parametrize("pattern", PATTERNS)
