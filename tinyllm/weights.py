@@ -34,6 +34,7 @@ def guess_config(sd: dict) -> str:
     if layers: hints.append(f"n_layer={max(layers) + 1}")
     return ", ".join(hints)
 
+# %% ../nbs/02d_weights.ipynb
 def check_state_dict(own: dict, sd: dict, config) -> None:
     "Raise a `StateDictMismatchError` naming what differs if `sd` does not fit a model with state dict `own` and `config`."
     missing = [k for k in own if k not in sd]
@@ -58,50 +59,59 @@ def check_state_dict(own: dict, sd: dict, config) -> None:
             f"n_layer={config.n_layer}, arch={config.arch!r}. Build the model from the checkpoint's own "
             "config (GPTConfig.from_dict(checkpoint['config'])).")
 
+# %% ../nbs/02d_weights.ipynb
+def _gpt2_hf(sd: dict, cfg) -> tuple[dict, dict]:
+    "GPT2LMHeadModel tensors and config: Conv1D weights are `(in, out)`, and its biases always exist (zeros if we have none)."
+    d, h, L = cfg.n_embd, cfg.hidden, cfg.n_layer
+    get = lambda k, n: sd[k] if k in sd else torch.zeros(n)   # missing bias (bias=False) -> zeros
+    t: dict[str, torch.Tensor] = {}
+    t["transformer.wte.weight"], t["transformer.wpe.weight"] = sd["transformer.wte.weight"], sd["transformer.wpe.weight"]
+    for i in range(L):
+        s, o = f"transformer.h.{i}.", f"transformer.h.{i}."
+        for ln in ("ln_1", "ln_2"):
+            t[o + ln + ".weight"], t[o + ln + ".bias"] = sd[s + ln + ".weight"], get(s + ln + ".bias", d)
+        for lin, n_out in (("attn.c_attn", 3 * d), ("attn.c_proj", d), ("mlp.c_fc", h), ("mlp.c_proj", d)):
+            t[o + lin + ".weight"] = sd[s + lin + ".weight"].t()            # Linear (out, in) -> Conv1D (in, out)
+            t[o + lin + ".bias"] = get(s + lin + ".bias", n_out)
+    t["transformer.ln_f.weight"], t["transformer.ln_f.bias"] = sd["transformer.ln_f.weight"], get("transformer.ln_f.bias", d)
+    hf = dict(architectures=["GPT2LMHeadModel"], model_type="gpt2", vocab_size=cfg.vocab_size,
+              n_positions=cfg.block_size, n_ctx=cfg.block_size, n_embd=d, n_layer=L, n_head=cfg.n_head, n_inner=h,
+              activation_function="gelu", resid_pdrop=cfg.dropout, embd_pdrop=cfg.dropout, attn_pdrop=cfg.dropout,
+              layer_norm_epsilon=cfg.norm_eps, tie_word_embeddings=cfg.tie_weights)
+    return t, hf
+
+# %% ../nbs/02d_weights.ipynb
+def _llama_hf(sd: dict, cfg) -> tuple[dict, dict]:
+    "LlamaForCausalLM tensors and config: our fused `c_attn` and `c_fc` split row-wise into q/k/v and gate/up."
+    d, h, L = cfg.n_embd, cfg.hidden, cfg.n_layer
+    t: dict[str, torch.Tensor] = {}
+    nq, nkv = cfg.n_head * cfg.head_dim, cfg.kv_heads * cfg.head_dim
+    t["model.embed_tokens.weight"] = sd["transformer.wte.weight"]
+    for i in range(L):
+        s, o = f"transformer.h.{i}.", f"model.layers.{i}."
+        q, k, v = sd[s + "attn.c_attn.weight"].split([nq, nkv, nkv], dim=0)
+        gate, up = sd[s + "mlp.c_fc.weight"].split([h, h], dim=0)
+        t.update({o + "input_layernorm.weight": sd[s + "ln_1.weight"],
+                  o + "self_attn.q_proj.weight": q, o + "self_attn.k_proj.weight": k,
+                  o + "self_attn.v_proj.weight": v, o + "self_attn.o_proj.weight": sd[s + "attn.c_proj.weight"],
+                  o + "post_attention_layernorm.weight": sd[s + "ln_2.weight"],
+                  o + "mlp.gate_proj.weight": gate, o + "mlp.up_proj.weight": up,
+                  o + "mlp.down_proj.weight": sd[s + "mlp.c_proj.weight"]})
+    t["model.norm.weight"] = sd["transformer.ln_f.weight"]
+    hf = dict(architectures=["LlamaForCausalLM"], model_type="llama", vocab_size=cfg.vocab_size, hidden_size=d,
+              intermediate_size=h, num_hidden_layers=L, num_attention_heads=cfg.n_head,
+              num_key_value_heads=cfg.kv_heads, head_dim=cfg.head_dim, max_position_embeddings=cfg.block_size,
+              rms_norm_eps=cfg.norm_eps, rope_theta=cfg.rope_theta,
+              rope_parameters=dict(rope_type="default", rope_theta=cfg.rope_theta), hidden_act="silu",
+              attention_bias=False, mlp_bias=False, attention_dropout=cfg.dropout,
+              tie_word_embeddings=cfg.tie_weights)
+    return t, hf
 
 # %% ../nbs/02d_weights.ipynb
 def _hf_tensors_and_config(model) -> tuple[dict[str, torch.Tensor], dict]:
     cfg = model.config
     sd = {k: v.detach().to("cpu", torch.float32) for k, v in model.state_dict().items()}
-    d, h, L = cfg.n_embd, cfg.hidden, cfg.n_layer
-    zeros = lambda n: torch.zeros(n)
-    get = lambda k, n: sd[k] if k in sd else zeros(n)       # missing bias (bias=False) -> zeros
-    t: dict[str, torch.Tensor] = {}
-    if cfg.arch == "gpt2":
-        t["transformer.wte.weight"], t["transformer.wpe.weight"] = sd["transformer.wte.weight"], sd["transformer.wpe.weight"]
-        for i in range(L):
-            s, o = f"transformer.h.{i}.", f"transformer.h.{i}."
-            for ln in ("ln_1", "ln_2"):
-                t[o + ln + ".weight"], t[o + ln + ".bias"] = sd[s + ln + ".weight"], get(s + ln + ".bias", d)
-            for lin, n_out in (("attn.c_attn", 3 * d), ("attn.c_proj", d), ("mlp.c_fc", h), ("mlp.c_proj", d)):
-                t[o + lin + ".weight"] = sd[s + lin + ".weight"].t()            # Linear (out, in) -> Conv1D (in, out)
-                t[o + lin + ".bias"] = get(s + lin + ".bias", n_out)
-        t["transformer.ln_f.weight"], t["transformer.ln_f.bias"] = sd["transformer.ln_f.weight"], get("transformer.ln_f.bias", d)
-        hf = dict(architectures=["GPT2LMHeadModel"], model_type="gpt2", vocab_size=cfg.vocab_size,
-                  n_positions=cfg.block_size, n_ctx=cfg.block_size, n_embd=d, n_layer=L, n_head=cfg.n_head, n_inner=h,
-                  activation_function="gelu", resid_pdrop=cfg.dropout, embd_pdrop=cfg.dropout, attn_pdrop=cfg.dropout,
-                  layer_norm_epsilon=cfg.norm_eps, tie_word_embeddings=cfg.tie_weights)
-    else:
-        nq, nkv = cfg.n_head * cfg.head_dim, cfg.kv_heads * cfg.head_dim
-        t["model.embed_tokens.weight"] = sd["transformer.wte.weight"]
-        for i in range(L):
-            s, o = f"transformer.h.{i}.", f"model.layers.{i}."
-            q, k, v = sd[s + "attn.c_attn.weight"].split([nq, nkv, nkv], dim=0)
-            gate, up = sd[s + "mlp.c_fc.weight"].split([h, h], dim=0)
-            t.update({o + "input_layernorm.weight": sd[s + "ln_1.weight"],
-                      o + "self_attn.q_proj.weight": q, o + "self_attn.k_proj.weight": k,
-                      o + "self_attn.v_proj.weight": v, o + "self_attn.o_proj.weight": sd[s + "attn.c_proj.weight"],
-                      o + "post_attention_layernorm.weight": sd[s + "ln_2.weight"],
-                      o + "mlp.gate_proj.weight": gate, o + "mlp.up_proj.weight": up,
-                      o + "mlp.down_proj.weight": sd[s + "mlp.c_proj.weight"]})
-        t["model.norm.weight"] = sd["transformer.ln_f.weight"]
-        hf = dict(architectures=["LlamaForCausalLM"], model_type="llama", vocab_size=cfg.vocab_size, hidden_size=d,
-                  intermediate_size=h, num_hidden_layers=L, num_attention_heads=cfg.n_head,
-                  num_key_value_heads=cfg.kv_heads, head_dim=cfg.head_dim, max_position_embeddings=cfg.block_size,
-                  rms_norm_eps=cfg.norm_eps, rope_theta=cfg.rope_theta,
-                  rope_parameters=dict(rope_type="default", rope_theta=cfg.rope_theta), hidden_act="silu",
-                  attention_bias=False, mlp_bias=False, attention_dropout=cfg.dropout,
-                  tie_word_embeddings=cfg.tie_weights)
+    t, hf = (_gpt2_hf if cfg.arch == "gpt2" else _llama_hf)(sd, cfg)
     if not cfg.tie_weights: t["lm_head.weight"] = sd["lm_head.weight"]
     hf["torch_dtype"] = "float32"
     hf["tinyllm_config"] = cfg.to_dict()          # lets a reader rebuild the exact GPTConfig
