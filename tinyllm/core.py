@@ -110,9 +110,10 @@ GPT2_SHA256 = {
     "encoder.json": "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783",
 }
 
-def _is_gpt2_file(path: Path) -> bool:
+def _is_gpt2(data: bytes, name: str) -> bool:
+    "Whether `data` is GPT-2's original `name` ('encoder.json' or 'vocab.bpe'), by its SHA-256."
     import hashlib
-    return path.is_file() and hashlib.sha256(path.read_bytes()).hexdigest() == GPT2_SHA256[path.name]
+    return hashlib.sha256(data).hexdigest() == GPT2_SHA256[name]
 
 def _download(url: str, dst: Path, timeout: float = 30.0) -> None:
     import urllib.request
@@ -132,8 +133,11 @@ def gpt2_files(folder=None, cache_dir=None) -> tuple[Path, Path]:
         where.mkdir(parents=True, exist_ok=True)
     for name, url in GPT2_URLS.items():
         p = where / name
-        if folder is None and not _is_gpt2_file(p): _download(url, p)
-        if not _is_gpt2_file(p):
+        ok = p.is_file() and _is_gpt2(p.read_bytes(), name)
+        if not ok and folder is None:                                # not cached yet, or damaged: fetch it
+            _download(url, p)
+            ok = _is_gpt2(p.read_bytes(), name)
+        if not ok:
             what = "is missing" if not p.is_file() else "is not GPT-2's original file (its SHA-256 differs)"
             raise TinyLLMError(f"{p} {what}; copy encoder.json and vocab.bpe again from GPT-2's release "
                                f"({url.rsplit('/', 1)[0]}/), or call gpt2_files() with no folder to download them.")
@@ -149,7 +153,7 @@ def tiktoken_gpt2(encoder_json=None, vocab_bpe=None, cache_dir=None):
     cache_dir.mkdir(parents=True, exist_ok=True)
     for name, src in (("encoder.json", Path(encoder_json)), ("vocab.bpe", Path(vocab_bpe))):
         data = src.read_bytes()
-        if hashlib.sha256(data).hexdigest() != GPT2_SHA256[name]:
+        if not _is_gpt2(data, name):
             raise TinyLLMError(f"{src} is not GPT-2's original {name} (its SHA-256 differs); copy it again from the source.")
         dst = cache_dir / hashlib.sha1(GPT2_URLS[name].encode()).hexdigest()
         if not dst.is_file() or dst.read_bytes() != data:
