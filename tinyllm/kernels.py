@@ -14,8 +14,8 @@ import torch.nn.functional as F
 from .core import TinyLLMError
 
 # %% auto 0
-__all__ = ['IGNORE_INDEX', 'ATTENTION_KERNELS', 'LOSS_KERNELS', 'bmm_attention', 'chunked_cross_entropy', 'Kernels',
-           'kernels_for', 'choose_kernels', 'lm_loss']
+__all__ = ['IGNORE_INDEX', 'ATTENTION_KERNELS', 'LOSS_KERNELS', 'DEFAULT_KERNELS', 'bmm_attention', 'chunked_cross_entropy',
+           'Kernels', 'kernels_for', 'choose_kernels', 'lm_loss']
 
 # %% ../nbs/02b_kernels.ipynb
 class _BmmCausalAttention(torch.autograd.Function):
@@ -92,6 +92,8 @@ class Kernels:
         if self.attention not in ATTENTION_KERNELS:
             raise TinyLLMError(f"unknown attention kernel {self.attention!r}; use one of {ATTENTION_KERNELS}")
         if self.loss not in LOSS_KERNELS: raise TinyLLMError(f"unknown loss kernel {self.loss!r}; use one of {LOSS_KERNELS}")
+
+DEFAULT_KERNELS = Kernels()   # what a model with no choice uses: right everywhere, fastest nowhere in particular
 
 def kernels_for(device_type: str, dtype: torch.dtype, compiled: bool) -> Kernels:
     "The rule: bmm attention for bf16 on a CPU, else SDPA; the chunked loss in eager mode, PyTorch's under torch.compile."

@@ -15,7 +15,7 @@ from fastcore.basics import patch
 from torch.utils.checkpoint import checkpoint
 
 from .core import TinyLLMError
-from .kernels import Kernels, bmm_attention, lm_loss
+from .kernels import DEFAULT_KERNELS, Kernels, bmm_attention, lm_loss
 from .weights import check_state_dict, strip_wrapper_prefixes
 
 # %% auto 0
@@ -329,7 +329,7 @@ def forward(self: GPT, idx: torch.Tensor, targets: torch.Tensor | None = None, k
         rope = self.rope_cos[start:start + T], self.rope_sin[start:start + T]
     x = self.transformer.drop(x)
     ckpt = cfg.grad_checkpoint and self.training and kv_cache is None and torch.is_grad_enabled()
-    kernels = self.kernels or Kernels()
+    kernels = self.kernels or DEFAULT_KERNELS
     for i, block in enumerate(self.transformer.h):
         if ckpt: x = checkpoint(block, x, rope, None, i, kernels.attention, use_reentrant=False)
         else: x = block(x, rope, kv_cache, i, kernels.attention)
