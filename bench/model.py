@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from tinyllm.model import GPT, GPTConfig
 from tinyllm.optim import adamw
-from tinyllm.perf import gemm_peak_flops, mfu
+from tinyllm.perf import gemm_peak_flops, mfu, quiet_profile
 from tinyllm.trainer import default_train_options, make_train_step
 
 
@@ -113,8 +113,8 @@ def make_variant(impl, dtype, compiled, cfg, seed=0):
 
 def profile_step(step, x, y, n=2) -> dict[str, float]:
     "Share of self CPU time per category over `n` profiled steps."
-    from torch.profiler import ProfilerActivity, profile
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
+    from torch.profiler import ProfilerActivity
+    with quiet_profile(activities=[ProfilerActivity.CPU]) as prof:
         for _ in range(n): step(x, y)
     cats = {"matmul (Linear layers: mm/addmm)": ("aten::mm", "aten::addmm"),
             "attention matmuls/kernels (SDPA, or bmm_attention)": ("scaled_dot_product", "flash_attention",
@@ -168,7 +168,7 @@ def main(argv=None):
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; seed preset V={cfg.vocab_size}, "
           f"T={cfg.block_size}, batch {args.batch} ({tokens} tokens/step), {fpt / 1e6:.1f} MFLOP/token")
     print(f"default training path on CPU: dtype={default['dtype']}, compile={default['compile']}, fused AdamW "
-          f"(attention: bmm under CPU bf16 autocast, chosen by the model)")
+          f"(attention: bmm for bf16 on a CPU, as tinyllm.kernels.kernels_for picks in make_train_step)")
     ours_default = ("ours", "bf16" if default["dtype"] == torch.bfloat16 else "fp32", default["compile"])
     specs = [(impl, dt, False) for dt in ("fp32", "bf16") for impl in ("ref", "nano", "ours")]
     if compile_too:

@@ -17,7 +17,7 @@ import torch
 from .core import TinyLLMError
 
 # %% auto 0
-__all__ = ['PEAK_FLOPS', 'mfu', 'gemm_peak_flops', 'chinchilla', 'peak_memory', 'peak_memory_mb']
+__all__ = ['PEAK_FLOPS', 'mfu', 'gemm_peak_flops', 'chinchilla', 'quiet_profile', 'peak_memory', 'peak_memory_mb']
 
 # %% ../nbs/02c_perf.ipynb
 #: Dense peak FLOP/s of common accelerators (vendor data sheets, no sparsity)
@@ -66,15 +66,21 @@ def _stderr_silenced():
         os.dup2(saved, 2)
         os.close(saved), os.close(null)
 
-def peak_memory(fn: Callable[[], object]) -> int:
-    "Peak bytes of tensor memory allocated above the starting level while `fn()` runs (resolution: one op), from the profiler."
-    from torch.profiler import ProfilerActivity, profile
-    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
-    prof = profile(activities=acts, profile_memory=True)
-    with _stderr_silenced(): prof.__enter__()             # only the profiler's own start and stop are silenced,
-    try: fn()                                             # not what fn() prints or raises
+@contextlib.contextmanager
+def quiet_profile(**kwargs):
+    "`torch.profiler.profile(**kwargs)` without the start/stop lines it prints; what runs inside still prints and raises."
+    from torch.profiler import profile
+    prof = profile(**kwargs)
+    with _stderr_silenced(): prof.__enter__()
+    try: yield prof
     finally:
         with _stderr_silenced(): prof.__exit__(None, None, None)
+
+def peak_memory(fn: Callable[[], object]) -> int:
+    "Peak bytes of tensor memory allocated above the starting level while `fn()` runs (resolution: one op), from the profiler."
+    from torch.profiler import ProfilerActivity
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    with quiet_profile(activities=acts, profile_memory=True) as prof: fn()
     live = peak = 0
     for e in sorted(prof.events(), key=lambda e: e.time_range.start):  # net bytes allocated by each op itself, in order
         live += e.self_cpu_memory_usage + e.self_device_memory_usage
