@@ -329,3 +329,44 @@ def test_training_step_uses_the_kernels_of_the_rule_and_keeps_an_explicit_choice
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         m(x[:, :1], kv_cache=m.new_kv_cache(2))              # decoding with a KV cache: always SDPA
     assert len(attn) == m.config.n_layer
+
+
+# ---- the speedrun options (QK-norm, ReLU², zero-initialised projections, logit soft-cap) ---------------------------
+SPEEDRUN = dict(qk_norm=True, mlp_act="relu2", zero_init_proj=True, logit_softcap=15.0)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_speedrun_options_keep_the_kv_cache_exact_and_learn(arch):
+    m = tiny(arch, **SPEEDRUN)
+    x = ids(2, 20)
+    opt = torch.optim.AdamW(m.parameters(), lr=1e-2)
+    for _ in range(3):                                           # leave the zero init, so the check below means something
+        opt.zero_grad(); m(x, x)[1].backward(); opt.step()
+    m.eval()
+    full, _ = m(x)
+    assert full.abs().max() < 15                                 # soft-capped
+    cache = m.new_kv_cache(2)
+    step = torch.cat([m(x[:, i:i + 1], kv_cache=cache)[0] for i in range(20)], dim=1)
+    assert (step - full).abs().max() < 1e-5
+    assert all(b.attn.c_proj.weight.abs().sum() > 0 for b in m.transformer.h)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_qk_norm_under_bf16_autocast_with_the_bmm_kernel(arch):
+    m = tiny(arch, qk_norm=True)
+    m.kernels = Kernels("bmm", "chunked")
+    x = ids(2, 16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        _, loss = m(x, x)
+    loss.backward()                                              # the norms return float32; attention must get one dtype
+    assert loss.isfinite()
+
+
+def test_speedrun_options_are_checked_and_refused_by_hf_export(tmp_path):
+    with pytest.raises(TinyLLMError, match="mlp_act"): GPTConfig.from_preset("tiny", mlp_act="tanh")
+    with pytest.raises(TinyLLMError, match="logit_softcap"): GPTConfig.from_preset("tiny", logit_softcap=-1.0)
+    assert GPTConfig.from_preset("tiny").act == "gelu" and GPTConfig.from_preset("tiny", arch="llama").act == "swiglu"
+    assert GPTConfig.from_preset("tiny", arch="llama", mlp_act="relu2").hidden == 4 * 64
+    for over in (dict(qk_norm=True), dict(mlp_act="relu2"), dict(logit_softcap=30.0)):
+        with pytest.raises(ValueError, match=next(iter(over))): export_hf(tiny(**over), tmp_path)
+    export_hf(tiny(zero_init_proj=True), tmp_path)               # an initialisation: nothing to refuse

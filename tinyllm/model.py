@@ -19,11 +19,13 @@ from .kernels import DEFAULT_KERNELS, Kernels, bmm_attention, lm_loss
 from .weights import check_state_dict, strip_wrapper_prefixes
 
 # %% auto 0
-__all__ = ['ARCHS', 'PRESETS', 'ModelConfigError', 'ModelInputError', 'GPTConfig', 'RMSNorm', 'make_norm', 'rope_cache',
-           'rotate_half', 'apply_rope', 'KVCache', 'CausalSelfAttention', 'MLP', 'Block', 'GPT', 'hand_count']
+__all__ = ['ARCHS', 'ACTIVATIONS', 'PRESETS', 'ModelConfigError', 'ModelInputError', 'GPTConfig', 'RMSNorm', 'make_norm',
+           'rope_cache', 'rotate_half', 'apply_rope', 'KVCache', 'CausalSelfAttention', 'MLP', 'Block', 'GPT',
+           'softcap', 'hand_count']
 
 # %% ../nbs/02_model.ipynb
 ARCHS = ("gpt2", "llama")
+ACTIVATIONS = ("gelu", "relu2", "swiglu")
 
 class ModelConfigError(TinyLLMError, ValueError):
     "A `GPTConfig` field has an impossible value; the message names the field and a fix."
@@ -50,6 +52,10 @@ class GPTConfig:
     norm_eps: float = 1e-5        # epsilon of LayerNorm / RMSNorm
     rope_theta: float = 10000.0   # llama: base of the rotary frequencies
     grad_checkpoint: bool = False # recompute each block's activations in backward instead of storing them
+    mlp_act: str | None = None    # 'gelu', 'relu2' (ReLU squared) or 'swiglu'; None: gelu for gpt2, swiglu for llama
+    qk_norm: bool = False         # RMSNorm on each head's queries and keys before attention (QK-norm)
+    zero_init_proj: bool = False  # attention and MLP output projections start at zero: each block starts as identity
+    logit_softcap: float = 0.0    # logits -> c * tanh(logits / c), bounded to (-c, c); 0 = off
 
     def __post_init__(self): _check_config(self)   # every field's value, with the fix when it is wrong
 
@@ -61,10 +67,12 @@ class GPTConfig:
     @property
     def has_bias(self) -> bool: return (self.arch == "gpt2") if self.bias is None else bool(self.bias)
     @property
+    def act(self) -> str: return self.mlp_act or ("gelu" if self.arch == "gpt2" else "swiglu")
+    @property
     def hidden(self) -> int:
         "Width of the MLP's hidden layer."
         if self.mlp_hidden is not None: return self.mlp_hidden
-        if self.arch == "gpt2": return 4 * self.n_embd
+        if self.act != "swiglu": return 4 * self.n_embd
         h = int(2 * 4 * self.n_embd / 3)  # SwiGLU has 3 matrices: 2/3 of 4*d keeps the parameter count of a 4*d GELU MLP
         return self.multiple_of * math.ceil(h / self.multiple_of)
 
@@ -95,6 +103,8 @@ def _check_config(cfg: GPTConfig) -> None:
         bad(f"mlp_hidden={cfg.mlp_hidden!r} must be a positive integer or None")
     if not cfg.norm_eps > 0: bad(f"norm_eps={cfg.norm_eps!r} must be > 0")
     if not cfg.rope_theta > 0: bad(f"rope_theta={cfg.rope_theta!r} must be > 0")
+    if cfg.mlp_act not in (None, *ACTIVATIONS): bad(f"mlp_act={cfg.mlp_act!r} is unknown; use one of {ACTIVATIONS}")
+    if not cfg.logit_softcap >= 0: bad(f"logit_softcap={cfg.logit_softcap!r} must be >= 0 (0 turns it off)")
 
 # %% ../nbs/02_model.ipynb
 PRESETS: dict[str, dict] = {
@@ -192,6 +202,7 @@ class CausalSelfAttention(nn.Module):
         self.c_proj = nn.Linear(cfg.n_head * cfg.head_dim, cfg.n_embd, bias=cfg.has_bias)
         self.dropout = cfg.dropout
         self.resid_dropout = nn.Dropout(cfg.dropout)
+        if cfg.qk_norm: self.q_norm, self.k_norm = RMSNorm(cfg.head_dim, cfg.norm_eps), RMSNorm(cfg.head_dim, cfg.norm_eps)
 
     def forward(self, x, rope=None, kv_cache: KVCache | None = None, layer: int = 0, attn_kernel: str = "sdpa"):
         B, T, _ = x.shape
@@ -200,6 +211,8 @@ class CausalSelfAttention(nn.Module):
         q = q.view(B, T, nh, hd).transpose(1, 2)          # (B, nh, T, hd)
         k = k.view(B, T, nkv, hd).transpose(1, 2)         # (B, nkv, T, hd)
         v = v.view(B, T, nkv, hd).transpose(1, 2)
+        if hasattr(self, "q_norm"):                       # QK-norm: unit-RMS heads, in v's dtype (bf16 under autocast)
+            q, k = self.q_norm(q).to(v.dtype), self.k_norm(k).to(v.dtype)
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
         start = 0
@@ -226,18 +239,18 @@ class MLP(nn.Module):
     "GPT-2's `Linear -> GELU -> Linear`, or Llama's SwiGLU `Linear(silu(gate) * up)`."
     def __init__(self, cfg: GPTConfig):
         super().__init__()
-        self.swiglu = cfg.arch == "llama"
-        self.c_fc = nn.Linear(cfg.n_embd, (2 if self.swiglu else 1) * cfg.hidden, bias=cfg.has_bias)
+        self.act = cfg.act
+        self.c_fc = nn.Linear(cfg.n_embd, (2 if self.act == "swiglu" else 1) * cfg.hidden, bias=cfg.has_bias)
         self.c_proj = nn.Linear(cfg.hidden, cfg.n_embd, bias=cfg.has_bias)
         self.dropout = nn.Dropout(cfg.dropout)
 
     def forward(self, x):
         h = self.c_fc(x)
-        if self.swiglu:
+        if self.act == "swiglu":
             gate, up = h.chunk(2, dim=-1)
             h = F.silu(gate) * up
-        else:
-            h = F.gelu(h)
+        elif self.act == "relu2": h = F.relu(h).square()     # ReLU squared (Primer; the modded-nanogpt speedruns)
+        else: h = F.gelu(h)
         return self.dropout(self.c_proj(h))
 
 class Block(nn.Module):
@@ -275,7 +288,9 @@ class GPT(nn.Module):
         if cfg.tie_weights: self.lm_head.weight = self.transformer.wte.weight
         self.apply(self._init_weights)
         for name, p in self.named_parameters():
-            if name.endswith("c_proj.weight"): nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layer))
+            if name.endswith("c_proj.weight"):   # residual branches: GPT-2's scaled init, or zero (identity blocks)
+                if cfg.zero_init_proj: nn.init.zeros_(p)
+                else: nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layer))
 
     @staticmethod
     def _init_weights(module):
@@ -312,6 +327,10 @@ def _check_input(self: GPT, idx: torch.Tensor, start: int, kv_cache: KVCache | N
                               "tokenized with another tokenizer than the one this model was built for (vocab_size)")
 
 # %% ../nbs/02_model.ipynb
+def softcap(logits: torch.Tensor, cap: float) -> torch.Tensor:
+    "`cap * tanh(logits / cap)`: logits bounded to (-cap, cap), unchanged near 0 (Gemma 2's soft-capping); cap 0 = off."
+    return cap * torch.tanh(logits / cap) if cap else logits
+
 @patch
 def forward(self: GPT, idx: torch.Tensor, targets: torch.Tensor | None = None, kv_cache: KVCache | None = None,
             last_only: bool = False):
@@ -336,9 +355,9 @@ def forward(self: GPT, idx: torch.Tensor, targets: torch.Tensor | None = None, k
     if kv_cache is not None: kv_cache.pos = start + T
     x = self.transformer.ln_f(x)
     if targets is not None:
-        logits = self.lm_head(x)                                    # (B, T, V)
+        logits = softcap(self.lm_head(x), cfg.logit_softcap)        # (B, T, V)
         return logits, lm_loss(logits.view(-1, logits.size(-1)), targets.reshape(-1), kernels.loss)
-    return self.lm_head(x[:, -1:] if last_only else x), None
+    return softcap(self.lm_head(x[:, -1:] if last_only else x), cfg.logit_softcap), None
 
 # %% ../nbs/02_model.ipynb
 @patch
@@ -368,8 +387,8 @@ def hand_count(cfg: GPTConfig) -> dict[str, int]:
     "The same breakdown from the config alone, by formula (a check of the model, and the algebra to remember)."
     d, L, V, h, b = cfg.n_embd, cfg.n_layer, cfg.vocab_size, cfg.hidden, cfg.has_bias
     qkv = (cfg.n_head + 2 * cfg.kv_heads) * cfg.head_dim
-    attn = d * qkv + d * d + b * (qkv + d)
-    mlp = (d * 2 * h + h * d) if cfg.arch == "llama" else (d * h + h * d + b * (h + d))
+    attn = d * qkv + d * d + b * (qkv + d) + 2 * cfg.head_dim * cfg.qk_norm
+    mlp = (d * 2 * h + h * d + b * (2 * h + d)) if cfg.act == "swiglu" else (d * h + h * d + b * (h + d))
     norm = d * (2 if (cfg.arch == "gpt2" and b) else 1)
     return dict(token_embedding=V * d, position_embedding=cfg.block_size * d if cfg.arch == "gpt2" else 0,
                 attention=L * attn, mlp=L * mlp, norms=(2 * L + 1) * norm,

@@ -110,6 +110,10 @@ def _llama_hf(sd: dict, cfg) -> tuple[dict, dict]:
 # %% ../nbs/02d_weights.ipynb
 def _hf_tensors_and_config(model) -> tuple[dict[str, torch.Tensor], dict]:
     cfg = model.config
+    extras = [f for f in ("qk_norm", "logit_softcap") if getattr(cfg, f)]     # what transformers' models lack
+    if cfg.act != ("gelu" if cfg.arch == "gpt2" else "swiglu"): extras.append("mlp_act")
+    if extras: raise ValueError(f"transformers' {cfg.arch} model has no {', '.join(extras)}: export a model trained without "
+                                "them, or load its tinyllm checkpoint with tinyllm.sampling.load_checkpoint")
     sd = {k: v.detach().to("cpu", torch.float32) for k, v in model.state_dict().items()}
     t, hf = (_gpt2_hf if cfg.arch == "gpt2" else _llama_hf)(sd, cfg)
     if not cfg.tie_weights: t["lm_head.weight"] = sd["lm_head.weight"]
