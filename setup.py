@@ -42,6 +42,7 @@ setuptools.setup(
     install_requires=requirements,
     extras_require={
         "dev": reqs("dev_requirements"),
+        "logging": reqs("logging_requirements"),     # W&B and TensorBoard together; the two below install one each
         "wandb": reqs("wandb_requirements"),
         "tensorboard": reqs("tensorboard_requirements"),
     },

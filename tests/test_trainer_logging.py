@@ -93,6 +93,8 @@ def test_tensorboard_scalars_match_the_jsonl(tmp_path):
     for tag, recs in (("loss", train), ("lr", train), ("grad_norm", train), ("val_loss", evals), ("val_bpb", evals)):
         logged = [(e.step, e.value) for e in acc.Scalars(tag)]
         assert logged == [(r["step"], float(np.float32(r[tag]))) for r in recs], tag     # float32 in event files
+    from tinyllm.report import tensorboard_scalars                # chapter 5's reader gives the same
+    assert tensorboard_scalars(tmp_path / "tensorboard", "loss") == [(r["step"], float(np.float32(r["loss"]))) for r in train]
 
 
 # ---- 9. Weights & Biases, offline -----------------------------------------------------------------------------------
@@ -156,6 +158,10 @@ def test_wandb_offline_run_holds_the_logged_values(tmp_path, monkeypatch):
     assert config is not None and config["train"]["max_steps"] == 8 and config["train"]["wandb"] is True
     # the summary (what the W&B run page shows): the last value of each key
     assert summary["loss"] == train[-1]["loss"] and summary["val_loss"] == evals[-1]["val_loss"], summary
+    from tinyllm.report import wandb_history                      # chapter 5's reader, through wandb's own CLI
+    read = {r["step"]: r for r in wandb_history(runs[0])}
+    assert sorted(read) == list(range(1, 9)) and all(read[r["step"]]["loss"] == r["loss"] for r in train)
+    assert all(read[r["step"]]["val_loss"] == r["val_loss"] for r in evals)
     summary_file = runs[0] / "files" / "wandb-summary.json"      # written offline by some wandb versions only
     if summary_file.is_file():
         assert json.loads(summary_file.read_text())["loss"] == train[-1]["loss"]

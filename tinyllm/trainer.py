@@ -204,7 +204,7 @@ class TensorBoardLogger:
     def __init__(self, log_dir):
         try: from torch.utils.tensorboard import SummaryWriter
         except ImportError as e:
-            raise TinyLLMError("train.tensorboard = true needs the tensorboard package: pip install 'tinyllm[tensorboard]'") from e
+            raise TinyLLMError("train.tensorboard = true needs the tensorboard package: pip install 'tinyllm[logging]'") from e
         self.w = SummaryWriter(str(log_dir))
 
     def log(self, record: dict) -> None:
@@ -221,7 +221,7 @@ class WandbLogger:
     def __init__(self, project: str, dir, config: dict, name: str | None = None):
         try: import wandb
         except ImportError as e:
-            raise TinyLLMError("train.wandb = true needs the wandb package: pip install 'tinyllm[wandb]'") from e
+            raise TinyLLMError("train.wandb = true needs the wandb package: pip install 'tinyllm[logging]'") from e
         offline = not (os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_MODE") == "online")
         self.run = wandb.init(project=project, dir=str(dir), config=config, name=name,
                               mode="offline" if offline else os.environ.get("WANDB_MODE", "online"))
