@@ -15,11 +15,11 @@ from pathlib import Path
 
 import torch
 
-from .core import TinyLLMError
+from .core import TinyLLMError, atomic_write
 
 # %% auto 0
 __all__ = ['FILES', 'POINTERS', 'CheckpointError', 'step_name', 'load_weights', 'stage_checkpoint', 'save_checkpoint',
-           'verify_checkpoint', 'list_checkpoints', 'remove_stale', 'set_pointer', 'resolve_checkpoint',
+           'verify_checkpoint', 'list_checkpoints', 'remove_stale', 'read_pointer', 'set_pointer', 'resolve_checkpoint',
            'prune_checkpoints']
 
 # %% ../nbs/03b_checkpoint.ipynb
@@ -70,9 +70,12 @@ def load_weights(path) -> dict[str, torch.Tensor]:
     return tensors
 
 # %% ../nbs/03b_checkpoint.ipynb
-def _write_error(final: Path, e: OSError) -> CheckpointError:
-    return CheckpointError(f"could not write checkpoint {final}: {e.strerror or e}. Free some disk space or choose "
-                           f"another output folder; the checkpoints already in {final.parent} are untouched.")
+def _write_error(final: Path, e: BaseException) -> CheckpointError:
+    "One line that says what failed (a full disk, a size limit, no permission) and that nothing saved was touched."
+    why = (e.strerror if isinstance(e, OSError) and e.strerror else str(e).strip().splitlines()[-1] if str(e).strip()
+           else type(e).__name__)
+    return CheckpointError(f"could not write checkpoint {final}: {why}. Free some disk space or choose another output "
+                           f"folder; the checkpoints already in {final.parent} are untouched.")
 
 def stage_checkpoint(root, step: int) -> Path:
     "A new hidden temporary folder beside checkpoint `step`, where its files are written before the final rename."
@@ -82,32 +85,38 @@ def stage_checkpoint(root, step: int) -> Path:
         return Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=root))
     except OSError as e: raise _write_error(root / name, e) from e
 
+def _write_files(tmp: Path, step: int, weights: dict[str, torch.Tensor], state: dict, meta: dict) -> None:
+    "Weights, state and (last) meta.json with the others' checksums into `tmp`, each file fsynced."
+    from safetensors.torch import save_file
+    kept, aliases = _dedup_tied({k: v.cpu() for k, v in weights.items()})
+    save_file(kept, tmp / "model.safetensors", metadata={"format": "pt", "aliases": json.dumps(aliases)})
+    torch.save(state, tmp / "state.pt")
+    written = sorted(p for p in tmp.rglob("*") if p.is_file())    # FILES[:-1], and any staged ones
+    files = {}
+    for f in written:
+        _fsync_file(f)
+        files[f.relative_to(tmp).as_posix()] = {"sha256": _sha256(f), "bytes": f.stat().st_size}
+    for d in {f.parent for f in written} - {tmp}: _fsync_dir(d)
+    with open(tmp / "meta.json", "w", encoding="utf-8") as f:
+        json.dump({**meta, "step": step, "files": files}, f, indent=2, default=str)
+        f.flush()
+        os.fsync(f.fileno())
+    _fsync_dir(tmp)
+
+# %% ../nbs/03b_checkpoint.ipynb
 def save_checkpoint(root, step: int, weights: dict[str, torch.Tensor], state: dict, meta: dict,
                     staged: Path | None = None) -> Path:
     """Write `root/step-NNNNNNN/` atomically: every file into a temporary folder beside it, fsynced, then one rename.
     `staged`: a folder from `stage_checkpoint` that already holds more files (such as the shards that several
     processes wrote); they are checksummed and moved together with the rest."""
-    from safetensors.torch import save_file
+    from safetensors import SafetensorError
     root, name = Path(root), step_name(step)
     final, tmp = root / name, staged
     try:
         tmp = tmp or stage_checkpoint(root, step)
-        kept, aliases = _dedup_tied({k: v.cpu() for k, v in weights.items()})
-        save_file(kept, tmp / "model.safetensors", metadata={"format": "pt", "aliases": json.dumps(aliases)})
-        torch.save(state, tmp / "state.pt")
-        written = sorted(p for p in tmp.rglob("*") if p.is_file())    # FILES[:-1], and any staged ones
-        files = {}
-        for f in written:
-            _fsync_file(f)
-            files[f.relative_to(tmp).as_posix()] = {"sha256": _sha256(f), "bytes": f.stat().st_size}
-        for d in {f.parent for f in written} - {tmp}: _fsync_dir(d)
-        with open(tmp / "meta.json", "w", encoding="utf-8") as f:
-            json.dump({**meta, "step": step, "files": files}, f, indent=2, default=str)
-            f.flush()
-            os.fsync(f.fileno())
-        _fsync_dir(tmp)
+        _write_files(tmp, step, weights, state, meta)
         if final.exists():                        # the same step saved again (e.g. a final save): swap it out
-            old = root / f".{name}.old"
+            old = root / f".{name}.old"           # a kill from here on is repaired by `remove_stale`
             shutil.rmtree(old, ignore_errors=True)
             os.rename(final, old)
             os.rename(tmp, final)
@@ -116,7 +125,7 @@ def save_checkpoint(root, step: int, weights: dict[str, torch.Tensor], state: di
             os.rename(tmp, final)
         _fsync_dir(root)
         return final
-    except OSError as e:
+    except (OSError, RuntimeError, SafetensorError) as e:   # a full disk reaches us as any of these
         if tmp is not None: shutil.rmtree(tmp, ignore_errors=True)
         raise _write_error(final, e) from e
 
@@ -144,22 +153,65 @@ def list_checkpoints(root) -> list[Path]:
     return sorted(p for p in root.iterdir() if p.is_dir() and not p.is_symlink() and p.name.startswith("step-"))
 
 def remove_stale(root) -> list[Path]:
-    "Delete the temporary folders that a save killed half-way left behind; return them."
+    """Repair what a save killed half-way left behind, and return what was deleted: a checkpoint moved aside to be
+    replaced (`.step-N.old`) goes back if its replacement never arrived; temporary folders and pointers go."""
     root = Path(root)
-    stale = [p for p in root.glob(".step-*") if p.is_dir()] if root.is_dir() else []
-    for p in stale: shutil.rmtree(p, ignore_errors=True)
+    if not root.is_dir(): return []
+    for old in root.glob(".step-*.old"):
+        final = root / old.name[1:-len(".old")]
+        if not final.exists(): os.rename(old, final)       # killed between the two renames of a re-save
+    stale = ([p for p in root.glob(".step-*") if p.is_dir()] + [p for n in POINTERS for p in root.glob(f".{n}.*.tmp")]
+             + list(root.glob(".pointers.json.*.tmp")))
+    for p in stale:
+        if p.is_dir() and not p.is_symlink(): shutil.rmtree(p, ignore_errors=True)
+        else: p.unlink(missing_ok=True)
     return stale
 
 # %% ../nbs/03b_checkpoint.ipynb
-def set_pointer(root, name: str, target: Path) -> None:
-    "Point `root/name` (`last` or `best`) at the checkpoint folder `target`: a relative symlink, replaced atomically."
+def _meta_step(folder: Path) -> int | None:
+    try: return int(json.loads((folder / "meta.json").read_text(encoding="utf-8"))["step"])
+    except (OSError, ValueError, KeyError, TypeError): return None
+
+def read_pointer(root, name: str) -> Path | None:
+    """The checkpoint folder that `root/name` (`last` or `best`) points at, or None. The pointer is a relative symlink,
+    or a file naming the step where links cannot be made; a copy that lost its links (`cp -r`, a zip round trip) holds
+    a folder or nothing there, and then the copied folder's step, or `pointers.json` beside it, says where it pointed."""
     root = Path(root)
+    p = root / name
+    if p.is_symlink(): target = root / os.readlink(p)
+    elif p.is_file(): target = root / Path(p.read_text(encoding="utf-8").strip()).name
+    elif p.is_dir() and _meta_step(p) is not None:
+        target = root / step_name(_meta_step(p))
+        target = target if target.is_dir() else p            # the only copy of that step
+    else:
+        try: target = root / Path(json.loads((root / "pointers.json").read_text(encoding="utf-8"))[name]).name
+        except (OSError, ValueError, KeyError, TypeError): return None
+    return target if target.is_dir() else None
+
+# %% ../nbs/03b_checkpoint.ipynb
+def set_pointer(root, name: str, target: Path) -> None:
+    """Point `root/name` (`last` or `best`) at the checkpoint folder `target`, replaced atomically: a relative symlink
+    (a file naming the folder where links cannot be made), recorded in `root/pointers.json` too, which survives any
+    copy. A folder that a copy left in the pointer's place is moved aside first (or kept as `step-N`, if it is the
+    only copy of its step)."""
+    root, ptr, target = Path(root), Path(root) / name, Path(target).name
+    if ptr.is_dir() and not ptr.is_symlink():
+        step = _meta_step(ptr)
+        keep = step is not None and not (root / step_name(step)).exists()
+        os.rename(ptr, root / step_name(step) if keep else root / f".{name}.{os.getpid()}.copy.tmp")
     tmp = root / f".{name}.{os.getpid()}.tmp"
     with contextlib.suppress(FileNotFoundError): os.unlink(tmp)
-    os.symlink(Path(target).name, tmp)
-    os.replace(tmp, root / name)
+    try: os.symlink(target, tmp)
+    except OSError:                                    # e.g. FAT, some network shares
+        with open(tmp, "w", encoding="utf-8") as f: f.write(target + "\n")
+    os.replace(tmp, ptr)
+    pointers = {n: read_pointer(root, n) for n in POINTERS}
+    with atomic_write(root / "pointers.json", "w", encoding="utf-8") as f:
+        json.dump({n: p.name for n, p in pointers.items() if p is not None}, f)
     _fsync_dir(root)
+    for p in root.glob(f".{name}.*.copy.tmp"): shutil.rmtree(p, ignore_errors=True)
 
+# %% ../nbs/03b_checkpoint.ipynb
 def resolve_checkpoint(root, which: str = "last", warn=print) -> Path:
     """The checkpoint to resume from: `which` is `last`, `best` or a folder. A `last`/`best` that fails its checksums
     is reported and the newest intact checkpoint is used instead; a folder you name must be intact."""
@@ -169,12 +221,12 @@ def resolve_checkpoint(root, which: str = "last", warn=print) -> Path:
         if not path.is_dir(): raise CheckpointError(f"--resume {which}: no such checkpoint folder")
         verify_checkpoint(path)
         return path.resolve()
-    ptr = root / which
-    candidates = ([ptr.resolve()] if ptr.exists() else []) + list(reversed(list_checkpoints(root)))
+    ptr = read_pointer(root, which)
+    candidates = [p.resolve() for p in ([ptr] if ptr else []) + list(reversed(list_checkpoints(root)))]
     if not candidates:
         raise CheckpointError(f"nothing to resume: {root} holds no checkpoint. Start the run without --resume (or "
                               "point out_dir at the run you meant).")
-    for path in dict.fromkeys(candidates):
+    for path in dict.fromkeys(candidates):             # each folder once, however it was reached
         try:
             verify_checkpoint(path)
             return path
@@ -185,7 +237,7 @@ def resolve_checkpoint(root, which: str = "last", warn=print) -> Path:
 def prune_checkpoints(root, keep: int) -> list[Path]:
     "Delete all but the newest `keep` checkpoints, never one that `last` or `best` points at; return what was deleted."
     root = Path(root)
-    pinned = {(root / p).resolve() for p in POINTERS if (root / p).exists()}
+    pinned = {p.resolve() for p in (read_pointer(root, n) for n in POINTERS) if p is not None}
     ckpts = list_checkpoints(root)
     doomed = [p for p in ckpts[:max(0, len(ckpts) - keep)] if p.resolve() not in pinned]
     for p in doomed: shutil.rmtree(p, ignore_errors=True)

@@ -543,8 +543,11 @@ def speculative_decode(target, draft, idx: torch.Tensor, max_new_tokens: int, ga
 # %% ../nbs/04_sampling.ipynb
 def find_checkpoint(path) -> Path:
     "The intact checkpoint folder that `path` names: a run's out_dir, its checkpoints/ folder, last/best, or step-N."
-    from tinyllm.checkpoint import CheckpointError, list_checkpoints, resolve_checkpoint, verify_checkpoint
+    from tinyllm.checkpoint import (POINTERS, CheckpointError, list_checkpoints, read_pointer, resolve_checkpoint,
+                                    verify_checkpoint)
     p = Path(path).expanduser()
+    if p.name in POINTERS and not (p / "meta.json").is_file():     # a pointer written as a file, or a dangling link
+        p = read_pointer(p.parent, p.name) or p
     hint = ("pass a checkpoint written by `tinyllm train`: the run's out_dir, OUT/checkpoints, OUT/checkpoints/last "
             "(or best), or a step-NNNNNNN folder")
     if not p.exists(): raise CheckpointError(f"{p}: no such checkpoint folder; {hint}")
