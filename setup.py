@@ -38,6 +38,7 @@ setuptools.setup(
     + ["Programming Language :: Python :: " + o for o in py_versions[py_versions.index(min_python):]],
     url=cfg["git_url"],
     packages=setuptools.find_packages(include=[cfg["lib_path"], cfg["lib_path"] + ".*"]),
+    package_dir={"": "."},   # a flat layout stated outright: editable installs use a plain .pth file, without warnings
     include_package_data=True,
     install_requires=requirements,
     extras_require={

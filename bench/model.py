@@ -24,7 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from tinyllm.model import GPT, GPTConfig
-from tinyllm.optim import adamw
+from tinyllm.optimizers import adamw
 from tinyllm.perf import gemm_peak_flops, mfu, quiet_profile
 from tinyllm.trainer import default_train_options, make_train_step
 

@@ -11,7 +11,7 @@ produces exactly the requested number of tokens). Each figure is the best of `--
 and a slow run is someone else's load. Without the cache every step re-encodes the whole prefix, so the work grows
 quadratically with the length; with it each step feeds one token.
 Speculative decoding needs a draft that agrees with the target, i.e. trained models: by default the ones that
-nbs/04_sampling.ipynb trains into runs/ch04 (target: 4 layers, d 128; draft: 1 layer, d 64), prompt "Once upon a
+nbs/04g_decoding_study.ipynb trains into runs/ch04 (target: 4 layers, d 128; draft: 1 layer, d 64), prompt "Once upon a
 time", temperature 1; speed-up = (target-only sampling time) / (speculative time), same number of new tokens.
 """
 from __future__ import annotations
@@ -19,11 +19,17 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 
-from tinyllm import sampling as S
+from tinyllm import decode, inference, metrics, sampling, speculative
 from tinyllm.model import GPT, GPTConfig
+
+# chapter 4's modules as one namespace: the transforms and decoders, beam/contrastive/generate, speculative decoding,
+# checkpoints and the CLI, and the text metrics
+S = SimpleNamespace(**{k: getattr(m, k) for m in (sampling, decode, speculative, inference, metrics) for k in dir(m)
+                       if not k.startswith("__")})
 
 
 def best_time(fn, repeat: int) -> float:
@@ -81,7 +87,7 @@ def speculative(args, new, repeat):
     root = Path(__file__).resolve().parents[1] / "runs" / "ch04"
     tp, dp = args.target or root / "target", args.draft or root / "draft"
     if not Path(tp).exists() or not Path(dp).exists():
-        print(f"\nspeculative decoding: skipped (no trained target/draft at {tp} and {dp}: run nbs/04_sampling.ipynb "
+        print(f"\nspeculative decoding: skipped (no trained target/draft at {tp} and {dp}: run nbs/04g_decoding_study.ipynb "
               "with its slow cells, or pass --target and --draft)")
         return
     target, tok, _ = S.load_checkpoint(tp)

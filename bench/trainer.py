@@ -41,7 +41,7 @@ import torch
 
 from tinyllm.data import RandomBatches
 from tinyllm.model import GPT, GPTConfig
-from tinyllm.optim import adamw
+from tinyllm.optimizers import adamw
 from tinyllm.perf import gemm_peak_flops, mfu
 from tinyllm.trainer import TrainConfig, Trainer, make_train_step
 

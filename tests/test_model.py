@@ -154,7 +154,7 @@ def test_kv_cache_equals_full_forward(arch):
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_generate_cached_equals_uncached(arch):
-    from tinyllm.sampling import generate                        # the decoding loops live in chapter 4
+    from tinyllm.decode import generate                          # the decoding loops live in chapter 4
     m = tiny(arch)
     prompt = ids(2, 5)
     for kw in [dict(temperature=0.0), dict(temperature=0.8, top_k=10)]:
@@ -162,7 +162,7 @@ def test_generate_cached_equals_uncached(arch):
         b = generate(m, prompt, 70, generator=torch.Generator().manual_seed(0), use_cache=False, **kw)
         assert a.shape == (2, 75) and torch.equal(a, b)
     assert m.training                                            # generate restores the mode
-    assert not hasattr(m, "generate")                            # one generation code path: tinyllm.sampling
+    assert not hasattr(m, "generate")                            # one generation code path: chapter 4
 
 
 def test_kv_cache_bounds():
@@ -370,3 +370,13 @@ def test_speedrun_options_are_checked_and_refused_by_hf_export(tmp_path):
     for over in (dict(qk_norm=True), dict(mlp_act="relu2"), dict(logit_softcap=30.0)):
         with pytest.raises(ValueError, match=next(iter(over))): export_hf(tiny(**over), tmp_path)
     export_hf(tiny(zero_init_proj=True), tmp_path)               # an initialisation: nothing to refuse
+
+
+def test_export_hf_writes_the_tokenizers_end_of_text_id(tmp_path):
+    import json
+    m = tiny()
+    cfg = json.loads((export_hf(m, tmp_path / "eot", eos_token_id=255) / "config.json").read_text())
+    assert cfg["eos_token_id"] == cfg["bos_token_id"] == 255                 # not GPT-2's 50256 for a 256-id vocabulary
+    cfg = json.loads((export_hf(m, tmp_path / "none") / "config.json").read_text())
+    assert cfg["eos_token_id"] is None and cfg["bos_token_id"] is None
+    with pytest.raises(ValueError, match="eot_id"): export_hf(m, tmp_path / "bad", eos_token_id=50256)

@@ -13,7 +13,8 @@ import torch.nn.functional as F
 from tinyllm.core import TinyLLMError
 from tinyllm.data import RandomBatches
 from tinyllm.model import GPT, GPTConfig
-from tinyllm.optim import OPTIMIZERS, make_optimizer, muon_param_groups, param_groups
+from tinyllm.optim import muon_param_groups, param_groups
+from tinyllm.optimizers import OPTIMIZERS, make_optimizer
 from tinyllm.optimizers import (AdamW, HessianHookError, Lion, Muon, MuonAdamW, SophiaG, gnb_hessian_step,
                                 newton_schulz)
 from tinyllm.trainer import Trainer, TrainConfig, read_metrics
@@ -230,7 +231,7 @@ def test_our_muon_matches_torch(adjust):
 
 def test_muon_runs_newton_schulz_in_float32_where_bf16_is_emulated(monkeypatch):
     import tinyllm.optimizers as O
-    from tinyllm.optim import make_optimizer
+    from tinyllm.optimizers import make_optimizer
     for native, want in ((False, torch.float32), (True, torch.bfloat16)):
         monkeypatch.setattr(O, "bf16_supported", lambda device_type, native=native: native)
         assert O.ns_dtype_for("auto", torch.device("cpu")) == want

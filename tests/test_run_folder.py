@@ -36,7 +36,7 @@ COPIES = {
 }
 
 @pytest.mark.parametrize("how", list(COPIES))
-def test_a_copied_run_resumes_exactly_like_the_original(tmp_path, reference, how):
+def test_a_copied_run_resumes_exactly_like_the_original(tmp_path, reference, how):  # noqa: F811
     orig, copy = tmp_path / "orig", tmp_path / "copy"
     make_trainer(orig).fit(stop_after=4)
     COPIES[how](orig, copy)
@@ -93,7 +93,7 @@ def _resume_and_die_at(out: Path, resume: str, k: int) -> int:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("scenario", ["new-steps", "re-saved-steps"])
-def test_a_kill_at_every_point_of_a_save_never_loses_a_checkpoint(tmp_path, reference, scenario):
+def test_a_kill_at_every_point_of_a_save_never_loses_a_checkpoint(tmp_path, reference, scenario):  # noqa: F811
     """`new-steps`: resume at step 4 and save steps 6 and 8 for the first time; `re-saved-steps`: resume a finished
     run from step 4, so steps 6 and 8 are saved again over the old folders (moved aside, then replaced)."""
     base = tmp_path / "base"
@@ -124,7 +124,7 @@ def test_a_kill_at_every_point_of_a_save_never_loses_a_checkpoint(tmp_path, refe
 
 # ---- 3. a full disk, for real: a file-size limit ---------------------------------------------------------------------
 @pytest.mark.slow
-def test_a_file_size_limit_during_a_save_is_one_line_and_keeps_the_last_checkpoint(project, tmp_path):
+def test_a_file_size_limit_during_a_save_is_one_line_and_keeps_the_last_checkpoint(project, tmp_path):  # noqa: F811
     run = tmp_path / "run"
     shutil.copytree(project.dir / "base", run, symlinks=True)
     root = run / "checkpoints"
@@ -145,7 +145,7 @@ def test_a_file_size_limit_during_a_save_is_one_line_and_keeps_the_last_checkpoi
 
 # ---- 4. a damaged checkpoint, resumed through a relative path ----------------------------------------------------------
 @pytest.mark.slow
-def test_a_damaged_last_checkpoint_is_reported_once(project, tmp_path, capsys, monkeypatch):
+def test_a_damaged_last_checkpoint_is_reported_once(project, tmp_path, capsys, monkeypatch):  # noqa: F811
     shutil.copytree(project.dir / "base", tmp_path / "run", symlinks=True)
     with open(tmp_path / "run/checkpoints/step-0000004/model.safetensors", "r+b") as f: f.truncate(100)
     monkeypatch.chdir(tmp_path)                                # out_dir as users write it: relative

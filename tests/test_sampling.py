@@ -1,14 +1,20 @@
 """tinyllm.sampling: transforms, decoders, Hugging Face equivalence, properties, speculative decoding, CLI."""
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from tinyllm import sampling as S
+from tinyllm import decode, inference, metrics, sampling, speculative
 from tinyllm.core import TinyLLMError
 from tinyllm.model import GPT, GPTConfig
 from tinyllm.weights import export_hf
+
+# chapter 4's modules as one namespace: the transforms and decoders, beam/contrastive/generate, speculative decoding,
+# checkpoints and the CLI, and the text metrics
+S = SimpleNamespace(**{k: getattr(m, k) for m in (sampling, decode, speculative, inference, metrics) for k in dir(m)
+                       if not k.startswith("__")})
 
 ARCHS = ("gpt2", "llama")
 
@@ -182,10 +188,10 @@ def test_greedy_is_deterministic_and_cache_free(model):
 def test_kv_cache_equals_recomputing_the_prefix(arch):
     m = peaked(arch, seed=4, scale=4.0)
     chain = S.make_transforms(temperature=0.9, top_p=0.95, repetition_penalty=1.1)
-    for decode in (lambda c: S.sample(m, PROMPT, 70, chain, gen(1), use_cache=c),         # 74 > 64: window slides
+    for run in (lambda c: S.sample(m, PROMPT, 70, chain, gen(1), use_cache=c),         # 74 > 64: window slides
                    lambda c: S.beam_search(m, PROMPT, 20, 3, use_cache=c).sequences,
                    lambda c: S.contrastive_search(m, PROMPT, 20, 0.5, 3, use_cache=c)):
-        assert torch.equal(decode(True), decode(False))
+        assert torch.equal(run(True), run(False))
 
 
 def test_top_k_1_and_beam_1_are_greedy(model):

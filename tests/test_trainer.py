@@ -11,8 +11,8 @@ from tinyllm.checkpoint import list_checkpoints, load_weights
 from tinyllm.core import TinyLLMError
 from tinyllm.data import RandomBatches, StreamBatches
 from tinyllm.model import GPT, GPTConfig
-from tinyllm.optim import (adamw, constant_schedule, cosine_schedule, make_schedule, param_groups,
-                           wsd_schedule)
+from tinyllm.optim import constant_schedule, cosine_schedule, make_schedule, param_groups, wsd_schedule
+from tinyllm.optimizers import adamw
 from tinyllm.trainer import Trainer, TrainConfig, read_metrics
 from helpers import learnable_stream
 

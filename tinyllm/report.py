@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from .sampling import repetition_rate
+from .metrics import repetition_rate
 
 # %% auto 0
 __all__ = ['GRAMMAR_KINDS', 'wandb_history', 'tensorboard_scalars', 'split_sentences', 'ended_share', 'words', 'vocabulary',
