@@ -3,7 +3,7 @@
 #   bash run.sh          the main job: tokenizer -> token files -> tinyllm train configs/cpu-smoke.toml (CPU, ~2 minutes)
 #   bash run.sh test     the tests: nbdev_test on every notebook, then pytest
 #   bash run.sh setup    only the set-up
-#   bash run.sh report   chapter 05's full run (the ablation ladder, then the main run of under an hour; ~2.5 hours in all),
+#   bash run.sh report   chapter 05's full run (the ablation ladder, the speed probes, then the main run of under an hour: several hours),
 #                        its outputs saved into nbs/05_report.ipynb; finished runs in runs/report/ are reused
 # Environment: TINYLLM_DATA=folder with TinyStories' train.txt/valid.txt (default: ../shared/data/tinystories);
 #              TINYLLM_TORCH=pip requirement for PyTorch (default torch==2.13.0; e.g. "torch" for your CUDA build);
