@@ -234,7 +234,7 @@ def test_gpt2_special(gpt2, tmp_path, monkeypatch):
 
 # ---------------------------------------------------------------------------------------------- training
 def test_golden_merges():
-    "Training on the committed corpus reproduces the golden merges (checked by hand in nbs/01c_bpe_files.ipynb)."
+    "Training on the committed corpus reproduces the golden merges (checked by hand in nbs/01b_bpe_files.ipynb)."
     golden = read_merges(FIX / "golden_merges.txt")
     vocab, merges = train_bpe(FIX / "corpus.txt", 256 + 1 + len(golden), [EOT])
     assert merges == golden

@@ -1,5 +1,6 @@
 """The `tinyllm` command line and run configurations: help texts, TOML + overrides, and the errors users see."""
 import dataclasses
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -214,7 +215,19 @@ def test_notebooks_are_numbered_in_reading_order_without_forward_imports():
     sys.path.insert(0, str(ROOT / "tools"))
     from check_order import problems
     assert problems() == []
-    assert problems(known=set()), "the known forward imports are gone: empty KNOWN in tools/check_order.py"
+
+
+def test_the_order_check_finds_a_forward_import_and_a_shared_number(tmp_path):
+    sys.path.insert(0, str(ROOT / "tools"))
+    from check_order import problems
+    def notebook(name, *cells):
+        (tmp_path / name).write_text(json.dumps({"cells": [{"cell_type": "code", "source": c} for c in cells]}))
+    notebook("01_a.ipynb", "#| default_exp a\n", "from tinyllm.b import thing\nthing()")
+    notebook("02_b.ipynb", "#| default_exp b\n", "from tinyllm import a")
+    notebook("02_c.ipynb", "x = 1")
+    found = problems(known=set(), nbs=tmp_path)
+    assert found == ["02_c.ipynb and 02_b.ipynb share the number 02",
+                     "01_a.ipynb imports tinyllm.b, which 02_b.ipynb (later) defines"], found
 
 
 def test_a_run_prints_only_what_differs_from_the_defaults(monkeypatch, capsys):

@@ -8,10 +8,11 @@ import torch.nn.functional as F
 from tinyllm.core import TinyLLMError
 from tinyllm.trainer import make_train_step
 from tinyllm import kernels as K
-from tinyllm.kernels import Kernels, bmm_attention, chunked_cross_entropy
-from tinyllm.model import ARCHS, GPT, PRESETS, GPTConfig, KVCache
+from tinyllm.kernels import bmm_attention, chunked_cross_entropy
+from tinyllm.model import (ARCHS, GPT, PRESETS, GPTConfig, Kernels, KVCache, StateDictMismatchError, sdpa_attention,
+                           torch_cross_entropy)
 from tinyllm.perf import chinchilla, mfu, peak_memory
-from tinyllm.weights import StateDictMismatchError, export_hf
+from tinyllm.weights import export_hf
 
 
 def tiny(arch="gpt2", **kw):
@@ -272,7 +273,7 @@ def test_compiled_path_matches_eager():
         m = tiny()
         step = make_train_step(m, torch.optim.AdamW(m.parameters(), lr=1e-3), dtype=torch.float32, compile=compiled)
         losses.append([step(x[:, :-1], x[:, 1:]).item() for _ in range(3)])
-        assert m.kernels == Kernels("sdpa", "torch" if compiled else "chunked")
+        assert m.kernels == Kernels(sdpa_attention, torch_cross_entropy if compiled else chunked_cross_entropy)
     assert losses[0] == pytest.approx(losses[1], rel=1e-4)
 
 
@@ -287,7 +288,8 @@ def test_bmm_attention_kernel_matches_sdpa(arch):
     m = tiny(arch, **(dict(n_kv_head=2) if arch == "llama" else {}))
     x = ids(2, 40)
     res = []
-    for kernels in (Kernels("sdpa", "chunked"), Kernels("bmm", "chunked"), Kernels("bmm", "torch")):
+    for kernels in (Kernels(sdpa_attention, chunked_cross_entropy), Kernels(bmm_attention, chunked_cross_entropy),
+                    Kernels(bmm_attention, torch_cross_entropy)):
         m.zero_grad()
         m.kernels = kernels
         _, loss = m(x, x)
@@ -296,8 +298,8 @@ def test_bmm_attention_kernel_matches_sdpa(arch):
     for other in res[1:]:
         assert res[0][0] == pytest.approx(other[0], abs=1e-6)
         assert all(torch.allclose(g0, g1, atol=1e-6) for g0, g1 in zip(res[0][1], other[1]))
-    with pytest.raises(TinyLLMError, match="bmm"): Kernels(attention="fast")
-    with pytest.raises(TinyLLMError, match="chunked"): Kernels(loss="fused")
+    with pytest.raises(TinyLLMError, match="bmm_attention"): Kernels(attention="bmm")      # a function, not a name
+    with pytest.raises(TinyLLMError, match="chunked_cross_entropy"): Kernels(loss="fused")
 
 
 def count_calls(monkeypatch, fn_class):
@@ -314,17 +316,17 @@ def test_training_step_uses_the_kernels_of_the_rule_and_keeps_an_explicit_choice
     x = ids(2, 17)
     m = tiny()
     assert m.kernels is None
-    m(x, x)                                                  # a bare model: SDPA and the chunked loss
-    assert (len(attn), len(loss)) == (0, 1)
+    m(x, x)                                                  # a bare model: PyTorch's SDPA and loss
+    assert (len(attn), len(loss)) == (0, 0)
     step = make_train_step(m, torch.optim.SGD(m.parameters(), lr=0.0), dtype=torch.bfloat16, compile=False)
     step(x[:, :-1], x[:, 1:])                                # bf16 training on a CPU: bmm_attention in every layer
-    assert len(attn) == m.config.n_layer and len(loss) == 2
+    assert len(attn) == m.config.n_layer and len(loss) == 1
     m32 = tiny()
     make_train_step(m32, torch.optim.SGD(m32.parameters(), lr=0.0), dtype=torch.float32, compile=False)(x, x)
     assert len(attn) == m.config.n_layer                     # float32: SDPA
-    mine = GPT(GPTConfig.from_preset("tiny"), kernels=Kernels("sdpa", "torch"))
+    mine = GPT(GPTConfig.from_preset("tiny"), kernels=Kernels(sdpa_attention, torch_cross_entropy))
     make_train_step(mine, torch.optim.SGD(mine.parameters(), lr=0.0), dtype=torch.bfloat16, compile=False)(x, x)
-    assert mine.kernels == Kernels("sdpa", "torch") and len(attn) == m.config.n_layer and len(loss) == 3
+    assert mine.kernels == Kernels() and len(attn) == m.config.n_layer and len(loss) == 2
     m.eval()
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         m(x[:, :1], kv_cache=m.new_kv_cache(2))              # decoding with a KV cache: always SDPA
@@ -354,7 +356,7 @@ def test_speedrun_options_keep_the_kv_cache_exact_and_learn(arch):
 @pytest.mark.parametrize("arch", ARCHS)
 def test_qk_norm_under_bf16_autocast_with_the_bmm_kernel(arch):
     m = tiny(arch, qk_norm=True)
-    m.kernels = Kernels("bmm", "chunked")
+    m.kernels = Kernels(bmm_attention, chunked_cross_entropy)
     x = ids(2, 16)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         _, loss = m(x, x)

@@ -433,6 +433,25 @@ def test_cli_every_strategy_runs(run_dir, capsys, strategy):
     assert status == 0 and out.endswith("\n"), err
 
 
+def test_cli_sample_prompts_file_continues_every_line_in_one_batch(run_dir, capsys, tmp_path):
+    d, m, tok = run_dir
+    lines = ["Once upon", "The cat sat on the", "A"]
+    (tmp_path / "prompts.txt").write_text("\n".join(lines[:2]) + "\n\n" + lines[2] + "\n", encoding="utf-8")
+    for strategy in ("greedy", "beam"):
+        status, out, err = cli("sample", d / "out", "--prompts-file", tmp_path / "prompts.txt", "--strategy", strategy,
+                               "--max-new-tokens", 10, capsys=capsys)
+        assert status == 0 and out.count("--- ") == 3, err
+        for line, block in zip(lines, out.split("--- ")[1:]):
+            ids = tok.encode(line)
+            new = S.generate(m, torch.tensor([ids]), 10, strategy, eot_id=tok.eot_id)[0, len(ids):].tolist()
+            if tok.eot_id in new: new = new[:new.index(tok.eot_id)]
+            assert block.split("\n", 1)[1] == line + tok.decode(new) + "\n"     # each line as if it were alone
+    status, _, err = cli("sample", d / "out", "--prompts-file", tmp_path / "nothing.txt", capsys=capsys)
+    assert status != 0 and "no such file" in err and "one prompt per line" in err
+    status, _, err = cli("sample", d / "out", "--prompts-file", tmp_path / "prompts.txt", "--prompt", "x", capsys=capsys)
+    assert status != 0 and "not both" in err
+
+
 def test_empty_prompt_starts_from_end_of_text(run_dir, capsys):
     d, m, tok = run_dir
     status, out, _ = cli("sample", d / "out", "--strategy", "greedy", "--max-new-tokens", 10, capsys=capsys)

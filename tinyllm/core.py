@@ -14,7 +14,7 @@ from pathlib import Path
 # %% auto 0
 __all__ = ['UTF8_FIX', 'DATA_ENV', 'SPLITS', 'GPT2_URLS', 'GPT2_SHA256', 'TinyLLMError', 'decode_utf8', 'tinystories_dir',
            'tinystories_file', 'atomic_write', 'gpt2_files', 'tiktoken_gpt2', 'default_workers', 'worker_state',
-           'worker_pool', 'cpu_flags', 'bf16_supported']
+           'worker_pool', 'cpu_flags', 'bf16_supported', 'compile_quietly']
 
 # %% ../nbs/00_core.ipynb
 class TinyLLMError(Exception):
@@ -204,3 +204,14 @@ def bf16_supported(device_type: str) -> bool:
         flags = cpu_flags()            # oneDNN says yes on any AVX-512 CPU, emulating bf16 (slower than fp32) without these
         return not flags or bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
     return False
+
+# %% ../nbs/00_core.ipynb
+def compile_quietly(fn, **kwargs):
+    "`torch.compile(fn, **kwargs)`, after importing Inductor without its `torch.jit.script_method` deprecation warnings."
+    import warnings
+
+    import torch
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.script_method` is deprecated", category=DeprecationWarning)
+        import torch._inductor.compile_fx  # noqa: F401
+    return torch.compile(fn, **kwargs)

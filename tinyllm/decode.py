@@ -11,8 +11,8 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from .sampling import (OnToken, Transform, _Runner, _fail, _inference, check_prompt, greedy, make_transforms,
-                              process, sample)
+from .sampling import (OnToken, Transform, _Runner, _fail, _inference, _until_eot, check_prompt, greedy,
+                              make_transforms, process, sample)
 
 # %% auto 0
 __all__ = ['STRATEGIES', 'BeamOutput', 'beam_search', 'degeneration_penalty', 'contrastive_search', 'generate']
@@ -184,9 +184,11 @@ def generate(model, idx: torch.Tensor, max_new_tokens: int, strategy: str | None
              typical_p: float | None = None, repetition_penalty: float | None = None, frequency_penalty: float = 0.0,
              presence_penalty: float = 0.0, no_repeat_ngram: int | None = None, num_beams: int = 4,
              length_penalty: float = 1.0, penalty_alpha: float = 0.6, generator: torch.Generator | None = None,
-             eot_id: int | None = None, use_cache: bool = True, on_token: OnToken | None = None) -> torch.Tensor:
+             eot_id: int | None = None, use_cache: bool = True, on_token: OnToken | None = None, compile: bool = False):
     """Continue `idx` `(B, T)` by up to `max_new_tokens` ids with `strategy` (one of `STRATEGIES`; default: greedy if
-    `temperature == 0`, else multinomial; temperature 0 turns every sampling strategy into greedy). Returns `(B, T + n)`; rows that stopped at `eot_id` are padded with it."""
+    `temperature == 0`, else multinomial; temperature 0 turns every sampling strategy into greedy). Returns `(B, T + n)`;
+    rows that stopped at `eot_id` are padded with it. `idx` may be a list of prompts of different lengths: then a list of
+    1-D tensors comes back, each prompt and its continuation up to its end-of-text. `compile`: see `greedy`."""
     if strategy is None: strategy = "greedy" if temperature == 0 else "multinomial"
     if strategy not in STRATEGIES: _fail(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
     if isinstance(temperature, (int, float)) and not isinstance(temperature, bool) and temperature < 0:
@@ -197,13 +199,15 @@ def generate(model, idx: torch.Tensor, max_new_tokens: int, strategy: str | None
     penalties = make_transforms(repetition_penalty=repetition_penalty, frequency_penalty=frequency_penalty,
                                 presence_penalty=presence_penalty, no_repeat_ngram=no_repeat_ngram)
     if strategy == "greedy" or (temperature == 0 and strategy not in ("beam", "contrastive")):
-        return greedy(model, idx, max_new_tokens, eot_id, penalties, use_cache, on_token)
-    if strategy == "beam":
-        out = beam_search(model, idx, max_new_tokens, num_beams, length_penalty, eot_id=eot_id, transforms=penalties,
-                          use_cache=use_cache)
-        return out.sequences[:, 0]
-    if strategy == "contrastive":
-        return contrastive_search(model, idx, max_new_tokens, penalty_alpha, top_k or 4, eot_id, penalties, use_cache,
-                                  on_token)
+        return greedy(model, idx, max_new_tokens, eot_id, penalties, use_cache, on_token, compile)
+    if strategy in ("beam", "contrastive"):
+        def search(x):
+            if strategy == "contrastive":
+                return contrastive_search(model, x, max_new_tokens, penalty_alpha, top_k or 4, eot_id, penalties,
+                                          use_cache, on_token)
+            return beam_search(model, x, max_new_tokens, num_beams, length_penalty, eot_id=eot_id, transforms=penalties,
+                               use_cache=use_cache).sequences[:, 0]
+        if not isinstance(idx, (list, tuple)): return search(idx)
+        return [_until_eot(search(torch.as_tensor(p).reshape(1, -1))[0], len(p), eot_id) for p in idx]  # row by row
     chain = penalties + make_transforms(temperature=temperature, **kw)
-    return sample(model, idx, max_new_tokens, chain, generator, eot_id, use_cache, on_token)
+    return sample(model, idx, max_new_tokens, chain, generator, eot_id, use_cache, on_token, compile)

@@ -145,6 +145,8 @@ def _add_common(p: argparse.ArgumentParser):
 def _add_sample(p: argparse.ArgumentParser):
     _add_common(p)
     p.add_argument("--prompt", default="", help="text to continue (default: empty, i.e. start a new story after end-of-text)")
+    p.add_argument("--prompts-file", metavar="FILE", help="continue every line of this UTF-8 file, all in one batch")
+    p.add_argument("--compile", action="store_true", help="compile the one-token decoding step (pays off for long runs)")
     p.add_argument("--strategy", choices=STRATEGIES, default="top-p", help="decoding strategy (default: top-p)")
     p.add_argument("--temperature", type=float, default=1.0, help="softmax temperature for the sampling strategies (0: greedy)")
     p.add_argument("--top-k", type=int, help="keep the k most likely tokens (strategy top-k: default 40; contrastive: 4)")
@@ -180,7 +182,9 @@ def _sample_kwargs(args) -> dict:
 
 def _sample(args) -> int:
     kw = _sample_kwargs(args)                      # bad parameters fail before the model is loaded
+    if args.prompts_file and args.prompt: _fail("give either --prompt or --prompts-file, not both")
     model, tok, _ = load_checkpoint(args.checkpoint, _device(args.device), args.tokenizer)
+    if args.prompts_file: return _sample_file(args, model, tok, kw)
     ids = tok.encode(args.prompt) if args.prompt else [tok.eot_id]
     bs = model.config.block_size
     if len(ids) > bs:
@@ -197,11 +201,36 @@ def _sample(args) -> int:
         stream = TextStream(tok)
         streaming = args.strategy != "beam"
         out = generate(model, x, args.max_new_tokens, args.strategy, generator=g, eot_id=tok.eot_id,
-                       on_token=stream if streaming else None, **kw)
+                       on_token=stream if streaming else None, compile=args.compile, **kw)
         if not streaming:
             for t in out[0, len(ids):]: stream(t)
         stream.close()
         print()
+    return 0
+
+# %% ../nbs/04c_inference.ipynb
+def _prompt_lines(path) -> list[str]:
+    "The non-empty lines of UTF-8 file `path`, each a prompt."
+    from tinyllm.core import decode_utf8
+    p = Path(path).expanduser()
+    if not p.is_file(): _fail(f"--prompts-file {p}: no such file; write one prompt per line")
+    lines = [line for line in decode_utf8(p.read_bytes(), p).splitlines() if line.strip()]
+    if not lines: _fail(f"--prompts-file {p} holds no prompt: write one per line (empty lines are skipped)")
+    return lines
+
+def _sample_file(args, model, tok, kw) -> int:
+    "Continue every line of `--prompts-file` (`--num-samples` times each) in one batch of prompts of different lengths."
+    texts = [t for t in _prompt_lines(args.prompts_file) for _ in range(args.num_samples)]
+    prompts, bs = [tok.encode(t) for t in texts], model.config.block_size
+    long = [i // args.num_samples + 1 for i, p in enumerate(prompts) if len(p) > bs]
+    if long: _fail(f"--prompts-file: line {long[0]} is longer than the model's {bs}-token context; shorten it")
+    n = args.max_new_tokens
+    if args.strategy in ("beam", "contrastive"): n = min(n, bs - max(len(p) for p in prompts))
+    g = torch.Generator(device=next(model.parameters()).device).manual_seed(args.seed)
+    outs = generate(model, prompts, n, args.strategy, generator=g, eot_id=tok.eot_id, compile=args.compile, **kw)
+    for i, (text, ids, row) in enumerate(zip(texts, prompts, outs)):
+        print(f"--- {i + 1} ---")
+        print(text + tok.decode([t for t in row[len(ids):].tolist() if t != tok.eot_id]))
     return 0
 
 # %% ../nbs/04c_inference.ipynb

@@ -6,16 +6,13 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
-from .core import TinyLLMError
+from .model import IGNORE_INDEX, Kernels, sdpa_attention, torch_cross_entropy
 
 # %% auto 0
-__all__ = ['IGNORE_INDEX', 'ATTENTION_KERNELS', 'LOSS_KERNELS', 'DEFAULT_KERNELS', 'bmm_attention', 'chunked_cross_entropy',
-           'Kernels', 'kernels_for', 'choose_kernels', 'lm_loss']
+__all__ = ['bmm_attention', 'chunked_cross_entropy', 'kernels_for', 'choose_kernels']
 
 # %% ../nbs/02c_kernels.ipynb
 class _BmmCausalAttention(torch.autograd.Function):
@@ -74,37 +71,17 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
             grad[s:e] = p
         return grad, None, None, None
 
-def chunked_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int = -100,
+def chunked_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int = IGNORE_INDEX,
                           chunk: int = 64) -> torch.Tensor:
     "Mean cross-entropy of `logits` `(N, V)` against `targets` `(N,)` (skipping `ignore_index`), in float32, chunk by chunk."
     return _ChunkedCrossEntropy.apply(logits, targets, ignore_index, chunk)
 
 # %% ../nbs/02c_kernels.ipynb
-IGNORE_INDEX = -100  # targets with this value (padding) do not count in the loss
-ATTENTION_KERNELS, LOSS_KERNELS = ("sdpa", "bmm"), ("chunked", "torch")
-
-@dataclass(frozen=True)
-class Kernels:
-    "Which implementation computes causal attention (`'sdpa'` or `'bmm'`) and the loss (`'chunked'` or `'torch'`)."
-    attention: str = "sdpa"
-    loss: str = "chunked"
-    def __post_init__(self):
-        if self.attention not in ATTENTION_KERNELS:
-            raise TinyLLMError(f"unknown attention kernel {self.attention!r}; use one of {ATTENTION_KERNELS}")
-        if self.loss not in LOSS_KERNELS: raise TinyLLMError(f"unknown loss kernel {self.loss!r}; use one of {LOSS_KERNELS}")
-
-DEFAULT_KERNELS = Kernels()   # what a model with no choice uses: right everywhere, fastest nowhere in particular
-
 def kernels_for(device_type: str, dtype: torch.dtype, compiled: bool) -> Kernels:
     "The rule: bmm attention for bf16 on a CPU, else SDPA; the chunked loss in eager mode, PyTorch's under torch.compile."
-    return Kernels(attention="bmm" if device_type == "cpu" and dtype == torch.bfloat16 else "sdpa",
-                   loss="torch" if compiled else "chunked")
+    return Kernels(attention=bmm_attention if device_type == "cpu" and dtype == torch.bfloat16 else sdpa_attention,
+                   loss=torch_cross_entropy if compiled else chunked_cross_entropy)
 
 def choose_kernels(model, device_type: str, dtype: torch.dtype, compiled: bool) -> None:
     "Give `model` the rule's kernels if it has a `kernels` attribute left at None (an explicit choice is kept)."
     if hasattr(model, "kernels") and model.kernels is None: model.kernels = kernels_for(device_type, dtype, compiled)
-
-def lm_loss(logits: torch.Tensor, targets: torch.Tensor, kernel: str = "chunked") -> torch.Tensor:
-    "Mean cross-entropy of `logits` `(N, V)` against `targets` `(N,)` in float32, skipping `IGNORE_INDEX`, by `kernel`."
-    if kernel == "chunked": return chunked_cross_entropy(logits, targets, IGNORE_INDEX)
-    return F.cross_entropy(logits.float(), targets, ignore_index=IGNORE_INDEX)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields
+from typing import Callable
 
 import torch
 import torch.nn as nn
@@ -15,13 +16,13 @@ from fastcore.basics import patch
 from torch.utils.checkpoint import checkpoint
 
 from .core import TinyLLMError
-from .kernels import DEFAULT_KERNELS, Kernels, bmm_attention, lm_loss
-from .weights import check_state_dict, strip_wrapper_prefixes
+
 
 # %% auto 0
-__all__ = ['ARCHS', 'ACTIVATIONS', 'PRESETS', 'ModelConfigError', 'ModelInputError', 'GPTConfig', 'RMSNorm', 'make_norm',
-           'rope_cache', 'rotate_half', 'apply_rope', 'KVCache', 'CausalSelfAttention', 'MLP', 'Block', 'GPT',
-           'softcap', 'hand_count']
+__all__ = ['ARCHS', 'ACTIVATIONS', 'PRESETS', 'IGNORE_INDEX', 'DEFAULT_KERNELS', 'ModelConfigError', 'ModelInputError',
+           'GPTConfig', 'RMSNorm', 'make_norm', 'rope_cache', 'rotate_half', 'apply_rope', 'KVCache', 'sdpa_attention',
+           'torch_cross_entropy', 'Kernels', 'CausalSelfAttention', 'MLP', 'Block', 'GPT', 'softcap', 'hand_count',
+           'StateDictMismatchError', 'strip_wrapper_prefixes', 'guess_config', 'check_state_dict']
 
 # %% ../nbs/02_model.ipynb
 ARCHS = ("gpt2", "llama")
@@ -193,6 +194,31 @@ class KVCache:
     def reset(self) -> None: self.pos = 0
 
 # %% ../nbs/02_model.ipynb
+IGNORE_INDEX = -100  # targets with this value (padding) do not count in the loss
+
+def sdpa_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    "Causal attention `softmax(q kᵀ/√d + mask) v` of `(B, H, T, d)` tensors, by PyTorch's fused kernel."
+    return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+
+def torch_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    "Mean cross-entropy of `logits` `(N, V)` against `targets` `(N,)`, in float32, skipping `IGNORE_INDEX`."
+    return F.cross_entropy(logits.float(), targets, ignore_index=IGNORE_INDEX)
+
+@dataclass(frozen=True)
+class Kernels:
+    "The functions that compute causal attention `(q, k, v) -> y` of a whole sequence, and the loss `(logits, targets) -> loss`."
+    attention: Callable = sdpa_attention
+    loss: Callable = torch_cross_entropy
+    def __post_init__(self):
+        for name in ("attention", "loss"):
+            if not callable(getattr(self, name)):
+                raise TinyLLMError(f"Kernels.{name} must be a function, got {getattr(self, name)!r}; e.g. "
+                                   f"tinyllm.kernels.{'bmm_attention' if name == 'attention' else 'chunked_cross_entropy'}")
+    def __repr__(self): return f"Kernels(attention={self.attention.__name__}, loss={self.loss.__name__})"
+
+DEFAULT_KERNELS = Kernels()   # what a model with no choice uses: PyTorch's own, right everywhere
+
+# %% ../nbs/02_model.ipynb
 class CausalSelfAttention(nn.Module):
     "Multi-head causal self-attention (grouped-query when `n_kv_head < n_head`), optional RoPE and KV cache."
     def __init__(self, cfg: GPTConfig):
@@ -204,7 +230,8 @@ class CausalSelfAttention(nn.Module):
         self.resid_dropout = nn.Dropout(cfg.dropout)
         if cfg.qk_norm: self.q_norm, self.k_norm = RMSNorm(cfg.head_dim, cfg.norm_eps), RMSNorm(cfg.head_dim, cfg.norm_eps)
 
-    def forward(self, x, rope=None, kv_cache: KVCache | None = None, layer: int = 0, attn_kernel: str = "sdpa"):
+    def qkv(self, x, rope=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        "Queries `(B, nh, T, hd)`, keys and values `(B, nkv, T, hd)` of `x` `(B, T, d)`, QK-normed and rotated."
         B, T, _ = x.shape
         hd, nh, nkv = self.head_dim, self.n_head, self.n_kv_head
         q, k, v = self.c_attn(x).split([nh * hd, nkv * hd, nkv * hd], dim=-1)
@@ -213,8 +240,15 @@ class CausalSelfAttention(nn.Module):
         v = v.view(B, T, nkv, hd).transpose(1, 2)
         if hasattr(self, "q_norm"):                       # QK-norm: unit-RMS heads, in v's dtype (bf16 under autocast)
             q, k = self.q_norm(q).to(v.dtype), self.k_norm(k).to(v.dtype)
-        if rope is not None:
+        if rope is not None:                              # cos, sin: (T, hd), or (B, 1, T, hd) for per-row positions
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        return q, k, v
+
+    def forward(self, x, rope=None, kv_cache: KVCache | None = None, layer: int = 0,
+                attention: Callable = sdpa_attention):
+        B, T, _ = x.shape
+        nh, nkv = self.n_head, self.n_kv_head
+        q, k, v = self.qkv(x, rope)
         start = 0
         if kv_cache is not None:
             start = kv_cache.pos
@@ -227,11 +261,11 @@ class CausalSelfAttention(nn.Module):
             mask = torch.ones(T, start + T, dtype=torch.bool, device=x.device).tril(diagonal=start)
             causal = False
         dropout = self.dropout if self.training else 0.0
-        if attn_kernel == "bmm" and causal and mask is None and kv_cache is None and dropout == 0.0:
-            y = bmm_attention(q, k, v)
+        if causal and mask is None and kv_cache is None and dropout == 0.0:   # a whole sequence: the model's kernel
+            y = attention(q, k, v)
         else:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, dropout_p=dropout)
-        y = y.transpose(1, 2).reshape(B, T, nh * hd)      # re-assemble the heads side by side
+        y = y.transpose(1, 2).reshape(B, T, nh * self.head_dim)   # re-assemble the heads side by side
         return self.resid_dropout(self.c_proj(y))
 
 # %% ../nbs/02_model.ipynb
@@ -260,8 +294,8 @@ class Block(nn.Module):
         self.ln_1, self.attn = make_norm(cfg), CausalSelfAttention(cfg)
         self.ln_2, self.mlp = make_norm(cfg), MLP(cfg)
 
-    def forward(self, x, rope=None, kv_cache=None, layer: int = 0, attn_kernel: str = "sdpa"):
-        x = x + self.attn(self.ln_1(x), rope, kv_cache, layer, attn_kernel)
+    def forward(self, x, rope=None, kv_cache=None, layer: int = 0, attention: Callable = sdpa_attention):
+        x = x + self.attn(self.ln_1(x), rope, kv_cache, layer, attention)
         return x + self.mlp(self.ln_2(x))
 
 # %% ../nbs/02_model.ipynb
@@ -272,7 +306,7 @@ class GPT(nn.Module):
         if not isinstance(config, GPTConfig):
             raise ModelConfigError(f"GPT needs a GPTConfig, got {type(config).__name__}; e.g. GPT(GPTConfig.from_preset('seed'))")
         self.config = cfg = config
-        self.kernels = kernels   # None: SDPA and the chunked loss, until a trainer applies `kernels_for`
+        self.kernels = kernels   # None: PyTorch's own, until a trainer applies `tinyllm.kernels.kernels_for`
         self.transformer = nn.ModuleDict(dict(
             wte=nn.Embedding(cfg.vocab_size, cfg.n_embd),
             drop=nn.Dropout(cfg.dropout),
@@ -356,7 +390,7 @@ def forward(self: GPT, idx: torch.Tensor, targets: torch.Tensor | None = None, k
     x = self.transformer.ln_f(x)
     if targets is not None:
         logits = softcap(self.lm_head(x), cfg.logit_softcap)        # (B, T, V)
-        return logits, lm_loss(logits.view(-1, logits.size(-1)), targets.reshape(-1), kernels.loss)
+        return logits, kernels.loss(logits.view(-1, logits.size(-1)), targets.reshape(-1))
     return softcap(self.lm_head(x[:, -1:] if last_only else x), cfg.logit_softcap), None
 
 # %% ../nbs/02_model.ipynb
@@ -410,6 +444,50 @@ def new_kv_cache(self: GPT, batch_size: int, max_len: int | None = None, dtype: 
     "An empty `KVCache` for this model, on its device (dtype: its parameters', unless given)."
     p = next(self.parameters())
     return KVCache(self.config, batch_size, max_len, device=p.device, dtype=dtype or p.dtype)
+
+# %% ../nbs/02_model.ipynb
+class StateDictMismatchError(TinyLLMError, RuntimeError):
+    "A state dict (checkpoint) was made for a model with another configuration."
+
+def strip_wrapper_prefixes(state_dict) -> dict:
+    "The state dict with the key prefixes of `torch.compile` (`_orig_mod.`) and DDP (`module.`) removed."
+    return {k.removeprefix("_orig_mod.").removeprefix("module."): v for k, v in state_dict.items()}
+
+def guess_config(sd: dict) -> str:
+    "What the shapes of a GPT state dict say about its configuration (for error messages)."
+    hints = []
+    if "transformer.wte.weight" in sd: hints += [f"vocab_size={sd['transformer.wte.weight'].shape[0]}",
+                                                 f"n_embd={sd['transformer.wte.weight'].shape[1]}"]
+    if "transformer.wpe.weight" in sd: hints.append(f"block_size={sd['transformer.wpe.weight'].shape[0]}, arch='gpt2'")
+    elif any(k.startswith("transformer.h.") for k in sd): hints.append("arch='llama'")
+    layers = {int(k.split(".")[2]) for k in sd if k.startswith("transformer.h.")}
+    if layers: hints.append(f"n_layer={max(layers) + 1}")
+    return ", ".join(hints)
+
+# %% ../nbs/02_model.ipynb
+def check_state_dict(own: dict, sd: dict, config) -> None:
+    "Raise a `StateDictMismatchError` naming what differs if `sd` does not fit a model with state dict `own` and `config`."
+    missing = [k for k in own if k not in sd]
+    unexpected = [k for k in sd if k not in own]
+    shapes = [f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
+              for k in own if k in sd and sd[k].shape != own[k].shape]
+    untied = (config.tie_weights and "lm_head.weight" in sd and "transformer.wte.weight" in sd
+              and not shapes and not torch.equal(sd["lm_head.weight"], sd["transformer.wte.weight"]))
+    if missing or unexpected or shapes or untied:
+        lines = []
+        if shapes: lines.append("shape mismatch: " + "; ".join(shapes[:4]) + (" ..." if len(shapes) > 4 else ""))
+        if missing: lines.append(f"{len(missing)} missing key(s): " + ", ".join(missing[:4]) + (" ..." if len(missing) > 4 else ""))
+        if unexpected: lines.append(f"{len(unexpected)} unexpected key(s): " + ", ".join(unexpected[:4])
+                                    + (" ..." if len(unexpected) > 4 else ""))
+        if untied: lines.append("the checkpoint's lm_head differs from its token embedding (it was trained with "
+                                "tie_weights=False)")
+        guess = guess_config(sd)
+        raise StateDictMismatchError(
+            "the state dict was made for a model with another configuration: " + " | ".join(lines) +
+            (f". From its shapes it has {guess}" if guess else "") +
+            f"; this model has vocab_size={config.vocab_size}, n_embd={config.n_embd}, "
+            f"n_layer={config.n_layer}, arch={config.arch!r}. Build the model from the checkpoint's own "
+            "config (GPTConfig.from_dict(checkpoint['config'])).")
 
 # %% ../nbs/02_model.ipynb
 @patch

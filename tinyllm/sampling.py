@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 
 from .core import TinyLLMError
+from .model import GPT
+from .static_cache import StaticDecoder, left_pad
 
 # %% auto 0
 __all__ = ['NEG_INF', 'Transform', 'OnToken', 'SamplingError', 'Temperature', 'TopK', 'TopP', 'MinP', 'TypicalP',
@@ -233,32 +235,81 @@ class _Runner:
 # %% ../nbs/04_sampling.ipynb
 OnToken = Callable[[torch.Tensor], None]
 
-def _decode(model, idx, max_new_tokens, choose, transforms=(), eot_id=None, use_cache=True,
-            on_token: OnToken | None = None) -> torch.Tensor:
-    check_prompt(model, idx, max_new_tokens)
+def _decode_plain(model, idx, max_new_tokens, choose, transforms, eot_id, use_cache, on_token) -> torch.Tensor:
+    "The loop on `_Runner`, for any model with `GPT`'s interface: the sequence grows by one column per token."
+    run = _Runner(model, idx.shape[0], use_cache)
+    seq, alive = idx, torch.ones(idx.shape[0], dtype=torch.bool, device=idx.device)
+    for _ in range(max_new_tokens):
+        nxt = choose(process(run(seq), seq, transforms))
+        if eot_id is not None: nxt = torch.where(alive, nxt, eot_id)
+        seq = torch.cat([seq, nxt[:, None]], dim=1)
+        if on_token is not None: on_token(nxt)
+        if eot_id is not None:
+            alive &= nxt != eot_id
+            if not alive.any(): break
+    return seq
+
+# %% ../nbs/04_sampling.ipynb
+def _decode_static(model, idx, start, max_new_tokens, choose, transforms, eot_id, on_token, compile) -> torch.Tensor:
+    "The loop on a `StaticDecoder`: one preallocated id buffer, one fixed-shape step per token, no `torch.cat`."
+    B, T = idx.shape
+    bs = model.config.block_size                # compiled: one cache size for every call, so one compilation
+    dec = StaticDecoder(model, B, bs if compile else min(bs, T + max_new_tokens), compile)
+    seq = torch.empty(B, T + max_new_tokens, dtype=torch.long, device=idx.device)
+    seq[:, :T] = idx
+    start = torch.zeros(B, dtype=torch.long, device=idx.device) if start is None else start.to(idx.device)
+    per_row = len(transforms) > 0 and bool(start.any())      # a penalty must not count another row's padding
+    logits, alive, cur = dec.prefill(idx, start), torch.ones(B, dtype=torch.bool, device=idx.device), T
+    for i in range(max_new_tokens):
+        if per_row:
+            logits = torch.cat([process(logits[b:b + 1], seq[b:b + 1, int(start[b]):cur], transforms) for b in range(B)])
+        else: logits = process(logits, seq[:, :cur], transforms)
+        nxt = choose(logits)
+        if eot_id is not None: nxt = torch.where(alive, nxt, eot_id)
+        seq[:, cur] = nxt
+        cur += 1
+        if on_token is not None: on_token(nxt)
+        if eot_id is not None:
+            alive &= nxt != eot_id
+            if not alive.any(): break
+        if i + 1 < max_new_tokens: logits = dec.window(seq[:, :cur], start) if dec.full else dec.step(nxt)
+    return seq[:, :cur]
+
+# %% ../nbs/04_sampling.ipynb
+def _until_eot(row: torch.Tensor, prompt_len: int, eot_id: int | None) -> torch.Tensor:
+    "A prompt and its continuation, cut after the continuation's first `eot_id`."
+    ends = (row[prompt_len:] == eot_id).nonzero() if eot_id is not None else []
+    return row[:prompt_len + int(ends[0]) + 1] if len(ends) else row
+
+def _decode(model, idx, max_new_tokens, choose, transforms=(), eot_id=None, use_cache=True, on_token=None,
+            compile=False):
+    "`idx` `(B, T)` -> `(B, T + n)`; a list of prompts of different lengths -> a list of 1-D tensors, prompt + continuation."
+    ragged = isinstance(idx, (list, tuple))
+    ids, start = left_pad(idx) if ragged else (idx, None)
+    check_prompt(model, ids, max_new_tokens)
     with _inference(model):
-        run = _Runner(model, idx.shape[0], use_cache)
-        seq = idx.to(next(model.parameters()).device)
-        alive = torch.ones(seq.shape[0], dtype=torch.bool, device=seq.device)
-        for _ in range(max_new_tokens):
-            nxt = choose(process(run(seq), seq, transforms))
-            if eot_id is not None: nxt = torch.where(alive, nxt, eot_id)
-            seq = torch.cat([seq, nxt[:, None]], dim=1)
-            if on_token is not None: on_token(nxt)
-            if eot_id is not None:
-                alive &= nxt != eot_id
-                if not alive.any(): break
-        return seq
+        ids = ids.to(next(model.parameters()).device)
+        if use_cache and type(model) is GPT:       # not a wrapper (FSDP shards run their own hooks) nor a subclass
+            out = _decode_static(model, ids, start, max_new_tokens, choose, transforms, eot_id, on_token, compile)
+        elif ragged:                                # the plain loop has no padding mask: one prompt at a time
+            out = [_decode_plain(model, ids[b:b + 1, int(s):], max_new_tokens, choose, transforms, eot_id, use_cache,
+                                 on_token)[0] for b, s in enumerate(start)]
+            return [_until_eot(r, ids.shape[1] - int(s), eot_id) for r, s in zip(out, start)]
+        else: out = _decode_plain(model, ids, max_new_tokens, choose, transforms, eot_id, use_cache, on_token)
+    if not ragged: return out
+    return [_until_eot(out[b, int(s):], ids.shape[1] - int(s), eot_id) for b, s in enumerate(start)]
 
-def greedy(model, idx: torch.Tensor, max_new_tokens: int, eot_id: int | None = None,
-           transforms: Sequence[Transform] = (), use_cache: bool = True, on_token: OnToken | None = None) -> torch.Tensor:
-    "Append up to `max_new_tokens` argmax ids to each row of `idx` `(B, T)`; a row stops after `eot_id`."
-    return _decode(model, idx, max_new_tokens, lambda logits: logits.argmax(-1), transforms, eot_id, use_cache, on_token)
+# %% ../nbs/04_sampling.ipynb
+def greedy(model, idx, max_new_tokens: int, eot_id: int | None = None, transforms: Sequence[Transform] = (),
+           use_cache: bool = True, on_token: OnToken | None = None, compile: bool = False):
+    """Append up to `max_new_tokens` argmax ids to each row of `idx` `(B, T)`, or to each prompt of a list of prompts of
+    different lengths (then a list comes back); a row stops after `eot_id`. `compile`: compile the one-token step."""
+    return _decode(model, idx, max_new_tokens, lambda logits: logits.argmax(-1), transforms, eot_id, use_cache, on_token,
+                   compile)
 
-def sample(model, idx: torch.Tensor, max_new_tokens: int, transforms: Sequence[Transform] = (),
-           generator: torch.Generator | None = None, eot_id: int | None = None, use_cache: bool = True,
-           on_token: OnToken | None = None) -> torch.Tensor:
+def sample(model, idx, max_new_tokens: int, transforms: Sequence[Transform] = (), generator: torch.Generator | None = None,
+           eot_id: int | None = None, use_cache: bool = True, on_token: OnToken | None = None, compile: bool = False):
     "Ancestral sampling: each new id is drawn from softmax(transformed logits) with `generator` (seed it to repeat a run)."
     def choose(logits):
         return torch.multinomial(F.softmax(logits, dim=-1), 1, generator=generator).squeeze(1)
-    return _decode(model, idx, max_new_tokens, choose, transforms, eot_id, use_cache, on_token)
+    return _decode(model, idx, max_new_tokens, choose, transforms, eot_id, use_cache, on_token, compile)

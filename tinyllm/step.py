@@ -6,13 +6,12 @@
 from __future__ import annotations
 
 import contextlib
-import warnings
 from typing import Callable
 
 import torch
 import torch.nn as nn
 
-from .core import TinyLLMError, bf16_supported   # bf16_supported: chapter 0
+from .core import TinyLLMError, bf16_supported, compile_quietly   # chapter 0
 from .kernels import choose_kernels
 
 # %% auto 0
@@ -51,12 +50,8 @@ def autocast(device_type: str, dtype: torch.dtype):
 
 # %% ../nbs/03d_step.ipynb
 def compile_model(model: torch.nn.Module) -> torch.nn.Module:
-    """`torch.compile(model)`, with Inductor imported first and quietly: importing it makes PyTorch 2.13 warn, again and again,
-    that `torch.jit.script_method` is deprecated (its own `torch.utils.mkldnn` still uses it), which is not ours to fix."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r"`torch\.jit\.script_method` is deprecated", category=DeprecationWarning)
-        import torch._inductor.compile_fx  # noqa: F401
-    return torch.compile(model)
+    "`torch.compile(model)`, quietly (see `tinyllm.core.compile_quietly`)."
+    return compile_quietly(model)
 
 # %% ../nbs/03d_step.ipynb
 def default_loss(model: nn.Module, batch) -> torch.Tensor:
