@@ -143,6 +143,7 @@ def gpt2_files(folder=None, cache_dir=None) -> tuple[Path, Path]:
                                f"({url.rsplit('/', 1)[0]}/), or call gpt2_files() with no folder to download them.")
     return where / "encoder.json", where / "vocab.bpe"
 
+# %% ../nbs/00_core.ipynb
 def tiktoken_gpt2(encoder_json=None, vocab_bpe=None, cache_dir=None):
     "tiktoken's `gpt2` Encoding, loaded offline from local copies of GPT-2's files (hashes checked)."
     import hashlib

@@ -235,18 +235,22 @@ class _Runner:
 # %% ../nbs/04_sampling.ipynb
 OnToken = Callable[[torch.Tensor], None]
 
+def _emit(nxt: torch.Tensor, alive: torch.Tensor, eot_id, on_token) -> tuple[torch.Tensor, bool]:
+    "A step's ids, `eot_id` in the rows that had ended, shown to `on_token`; and whether every row has ended now."
+    if eot_id is not None: nxt = torch.where(alive, nxt, eot_id)
+    if on_token is not None: on_token(nxt)
+    if eot_id is None: return nxt, False
+    alive &= nxt != eot_id
+    return nxt, not alive.any()
+
 def _decode_plain(model, idx, max_new_tokens, choose, transforms, eot_id, use_cache, on_token) -> torch.Tensor:
     "The loop on `_Runner`, for any model with `GPT`'s interface: the sequence grows by one column per token."
     run = _Runner(model, idx.shape[0], use_cache)
     seq, alive = idx, torch.ones(idx.shape[0], dtype=torch.bool, device=idx.device)
     for _ in range(max_new_tokens):
-        nxt = choose(process(run(seq), seq, transforms))
-        if eot_id is not None: nxt = torch.where(alive, nxt, eot_id)
+        nxt, done = _emit(choose(process(run(seq), seq, transforms)), alive, eot_id, on_token)
         seq = torch.cat([seq, nxt[:, None]], dim=1)
-        if on_token is not None: on_token(nxt)
-        if eot_id is not None:
-            alive &= nxt != eot_id
-            if not alive.any(): break
+        if done: break
     return seq
 
 # %% ../nbs/04_sampling.ipynb
@@ -264,14 +268,10 @@ def _decode_static(model, idx, start, max_new_tokens, choose, transforms, eot_id
         if per_row:
             logits = torch.cat([process(logits[b:b + 1], seq[b:b + 1, int(start[b]):cur], transforms) for b in range(B)])
         else: logits = process(logits, seq[:, :cur], transforms)
-        nxt = choose(logits)
-        if eot_id is not None: nxt = torch.where(alive, nxt, eot_id)
+        nxt, done = _emit(choose(logits), alive, eot_id, on_token)
         seq[:, cur] = nxt
         cur += 1
-        if on_token is not None: on_token(nxt)
-        if eot_id is not None:
-            alive &= nxt != eot_id
-            if not alive.any(): break
+        if done: break
         if i + 1 < max_new_tokens: logits = dec.window(seq[:, :cur], start) if dec.full else dec.step(nxt)
     return seq[:, :cur]
 
