@@ -19,17 +19,14 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import torch
 
-from tinyllm import decode, inference, metrics, sampling, speculative
+from tinyllm.decode import beam_search, contrastive_search
+from tinyllm.inference import load_checkpoint
 from tinyllm.model import GPT, GPTConfig
-
-# chapter 4's modules as one namespace: the transforms and decoders, beam/contrastive/generate, speculative decoding,
-# checkpoints and the CLI, and the text metrics
-S = SimpleNamespace(**{k: getattr(m, k) for m in (sampling, decode, speculative, inference, metrics) for k in dir(m)
-                       if not k.startswith("__")})
+from tinyllm.sampling import TopP, greedy, sample
+from tinyllm.speculative import SpeculativeStats, speculative_decode
 
 
 def best_time(fn, repeat: int) -> float:
@@ -62,14 +59,14 @@ def main():
     g = lambda: torch.Generator().manual_seed(0)
     for batch in (1, 8):
         prompt = torch.randint(0, 8192, (batch, 8), generator=g())
-        S.greedy(model, prompt, 8)                                   # warm-up: first calls allocate and pick kernels
-        S.greedy(model, prompt, 8, use_cache=False)
-        cases = [("greedy", lambda c, x=prompt: S.greedy(model, x, new, use_cache=c)),
-                 ("multinomial (top-p 0.9)", lambda c, x=prompt: S.sample(model, x, new, [S.TopP(0.9)], g(), use_cache=c))]
+        greedy(model, prompt, 8)                                   # warm-up: first calls allocate and pick kernels
+        greedy(model, prompt, 8, use_cache=False)
+        cases = [("greedy", lambda c, x=prompt: greedy(model, x, new, use_cache=c)),
+                 ("multinomial (top-p 0.9)", lambda c, x=prompt: sample(model, x, new, [TopP(0.9)], g(), use_cache=c))]
         if batch == 1:
-            cases += [("beam search (4 beams)", lambda c, x=prompt: S.beam_search(model, x, new, 4, use_cache=c)),
+            cases += [("beam search (4 beams)", lambda c, x=prompt: beam_search(model, x, new, 4, use_cache=c)),
                       ("contrastive (k=4, a=0.6)",
-                       lambda c, x=prompt: S.contrastive_search(model, x, new, 0.6, 4, use_cache=c))]
+                       lambda c, x=prompt: contrastive_search(model, x, new, 0.6, 4, use_cache=c))]
         for name, fn in cases:
             # without the cache the work is quadratic: by default only greedy (multinomial's forward passes are the same)
             for cache in (True, False) if (name == "greedy" or args.all) else (True,):
@@ -90,20 +87,20 @@ def speculative(args, new, repeat):
         print(f"\nspeculative decoding: skipped (no trained target/draft at {tp} and {dp}: run nbs/04g_decoding_study.ipynb "
               "with its slow cells, or pass --target and --draft)")
         return
-    target, tok, _ = S.load_checkpoint(tp)
-    draft, _, _ = S.load_checkpoint(dp)
+    target, tok, _ = load_checkpoint(tp)
+    draft, _, _ = load_checkpoint(dp)
     n = min(new, target.config.block_size - 8)
     x = torch.tensor([tok.encode("Once upon a time")])
     g = lambda: torch.Generator().manual_seed(0)
-    base = best_time(lambda: S.sample(target, x, n, [], g()), repeat)
+    base = best_time(lambda: sample(target, x, n, [], g()), repeat)
     print(f"\nspeculative decoding, {n} new tokens, target {target.num_params() / 1e6:.2f}M / draft "
           f"{draft.num_params() / 1e6:.2f}M non-embedding params, batch 1, KV caches:")
     print(f"  target alone: {n / base:.1f} tokens/s")
-    draft_only = best_time(lambda: S.sample(draft, x, n, [], g()), repeat)
+    draft_only = best_time(lambda: sample(draft, x, n, [], g()), repeat)
     print(f"  draft alone:  {n / draft_only:.1f} tokens/s")
     for gamma in sorted({2, args.gamma, 6}):
-        st = S.SpeculativeStats()
-        sec = best_time(lambda k=gamma, s=st: S.speculative_decode(target, draft, x, n, k, generator=g(), stats=s), repeat)
+        st = SpeculativeStats()
+        sec = best_time(lambda k=gamma, s=st: speculative_decode(target, draft, x, n, k, generator=g(), stats=s), repeat)
         print(f"  gamma {gamma}: {n / sec:.1f} tokens/s, speed-up {base / sec:.2f}x, acceptance "
               f"{st.acceptance_rate:.2f}, {st.tokens_per_round:.2f} tokens per target pass")
 
