@@ -66,6 +66,12 @@ def _static_block(block, x: torch.Tensor, rope, k_cache: torch.Tensor, v_cache: 
     x = x + attn.c_proj(y.transpose(1, 2).reshape(B, T, -1))
     return x + block.mlp(block.ln_2(x))
 
+def _embed(model: GPT, idx: torch.Tensor, positions: torch.Tensor):
+    "Token embeddings of `idx` `(B, T)` at per-row `positions` `(B, T)`: learned positions added (GPT-2), or the rotary tables."
+    x = model.transformer.wte(idx)                                                # (B, T, d)
+    if model.config.arch == "gpt2": return x + model.transformer.wpe(positions), None
+    return x, (model.rope_cos[positions][:, None], model.rope_sin[positions][:, None])   # (B, 1, T, hd) each
+
 def forward_static(model: GPT, idx: torch.Tensor, cache: StaticKVCache, slots: torch.Tensor) -> torch.Tensor:
     "Float32 logits `(B, V)` of the last position after ids `idx` `(B, T)`, written at the consecutive cache `slots` `(T,)`."
     cfg = model.config
@@ -73,10 +79,7 @@ def forward_static(model: GPT, idx: torch.Tensor, cache: StaticKVCache, slots: t
     positions = (slots[None, :] - cache.start[:, None]).clamp(min=0)              # (B, T): each row from its start
     keys = torch.arange(cache.max_len, device=idx.device)
     mask = ((keys <= slots[:, None])[None] & cache.valid[:, None, :]) | (keys == slots[:, None])[None]   # (B, T, L)
-    x = model.transformer.wte(idx)                                                # (B, T, d)
-    rope = None
-    if cfg.arch == "gpt2": x = x + model.transformer.wpe(positions)
-    else: rope = model.rope_cos[positions][:, None], model.rope_sin[positions][:, None]   # (B, 1, T, hd) each
+    x, rope = _embed(model, idx, positions)
     for i, block in enumerate(model.transformer.h):
         x = _static_block(block, x, rope, cache.k[i], cache.v[i], slots, mask[:, None])
     return softcap(model.lm_head(model.transformer.ln_f(x[:, -1])), cfg.logit_softcap).float()
@@ -101,10 +104,7 @@ def decode_step(model: GPT, ids: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     logits `(B, V)` and the new keys and values `(n_layer, B, n_kv_head, 1, head_dim)` to write at `slot`."""
     cfg = model.config
     pos = (slot - start).clamp(min=0)[:, None]                           # (B, 1): each row's own position
-    x = model.transformer.wte(ids[:, None])
-    rope = None
-    if cfg.arch == "gpt2": x = x + model.transformer.wpe(pos)
-    else: rope = model.rope_cos[pos][:, None], model.rope_sin[pos][:, None]
+    x, rope = _embed(model, ids[:, None], pos)
     mask, new_k, new_v = valid[:, None, None, :], [], []
     for i, block in enumerate(model.transformer.h):
         q, kn, vn = block.attn.qkv(block.ln_1(x), rope)
