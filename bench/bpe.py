@@ -147,16 +147,18 @@ def versions() -> dict:
 
 
 def machine() -> dict:
-    cpu = platform.processor() or ""
+    cpu, flags = platform.processor() or "", set()
     try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
+        with open("/proc/cpuinfo") as f: info = f.read().splitlines()
+        cpu = next((ln.split(":", 1)[1].strip() for ln in info if ln.startswith("model name")), cpu)
+        flags = set(next((ln.split(":", 1)[1].split() for ln in info if ln.startswith("flags")), []))
     except OSError:
         pass
     try: usable = len(os.sched_getaffinity(0))
     except AttributeError: usable = os.cpu_count()
-    return {"platform": platform.platform(), "cpu": cpu, "cores": os.cpu_count(), "usable_cores": usable,
-            "loadavg_1m": round(os.getloadavg()[0], 2)}
+    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "avx512_fp16")
+    return {"platform": platform.platform(), "cpu": cpu, "flags": " ".join(f for f in wanted if f in flags),
+            "cores": os.cpu_count(), "usable_cores": usable, "loadavg_1m": round(os.getloadavg()[0], 2)}
 
 
 # ------------------------------------------------------------------------------------ subprocess memory measurements
@@ -307,8 +309,8 @@ def render(res: dict) -> str:
     m, v, data = res["machine"], res["versions"], res["data"]
     L.append(f"tinyllm BPE benchmark{'  [--quick: NOT the figures the targets refer to]' if res['quick'] else ''}")
     L.append(f"data    : {data['desc']} ({data['bytes'] / MB:.2f} MB, {data['stories']:,} stories)")
-    L.append(f"machine : {m['cpu']}, {m['cores']} cores ({m['usable_cores']} usable), load {m['loadavg_1m']}, "
-             f"{m['platform']}")
+    L.append(f"machine : {m['cpu']}, {m['cores']} cores ({m['usable_cores']} usable), flags: {m.get('flags') or '-'}, "
+             f"load {m['loadavg_1m']}, {m['platform']}")
     L.append("versions: " + ", ".join(f"{k} {x}" for k, x in v.items()))
     L.append(f"timings : wall clock, median of {res['repeats']} after a warm-up (best in brackets), tinyllm and reference "
              "interleaved in one process")

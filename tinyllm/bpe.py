@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Iterator
-from itertools import chain
+from itertools import chain, islice
 from pathlib import Path
 
 from fastcore.basics import patch
@@ -15,21 +15,24 @@ from fastcore.basics import patch
 from .bpe_files import check_config, read_config, read_gpt2, write_config, write_gpt2, write_hf, write_tiktoken
 from .bpe_train import _check_specials, _merge_word, train_bpe
 from .core import default_workers, worker_pool, worker_state
-from .pretokenize import TokenizerError, _pretokenize_blocks, _special_regex, pretokenize
+from .pretokenize import TokenizerError, _block_bounds, _special_regex, pretokenize, space_spans
 
 # %% auto 0
 __all__ = ['Tokenizer']
 
 # %% ../nbs/01c_tokenizer.ipynb
 class _BPECache(dict):
-    "pre-token -> tuple of ids; a miss runs BPE (`__missing__`), and the dict is emptied when it grows too big."
-    def __init__(self, bpe, maxsize: int):
+    """text -> tuple of ids; a miss runs `bpe` (`__missing__`) and keeps the result unless the text is longer than
+    `max_chars`; the dict is emptied when it grows too big."""
+    def __init__(self, bpe, maxsize: int, max_chars: int = 256):
         super().__init__()
-        self.bpe, self.maxsize = bpe, maxsize
+        self.bpe, self.maxsize, self.max_chars = bpe, maxsize, max_chars
 
     def __missing__(self, piece):
-        if len(self) >= self.maxsize: self.clear()
-        ids = self[piece] = self.bpe(piece)
+        ids = self.bpe(piece)
+        if len(piece) <= self.max_chars:
+            if len(self) >= self.maxsize: self.clear()
+            self[piece] = ids
         return ids
 
 # %% ../nbs/01c_tokenizer.ipynb
@@ -47,7 +50,8 @@ class Tokenizer:
         self._ranks = self._merge_ranks()                     # (id_a, id_b) -> (rank, id of a+b)
         self._special_re = _special_regex(self.special_tokens)
         self._max_special = max(map(len, self.special_tokens), default=0)
-        self._cache = _BPECache(self._bpe, self.cache_size)
+        self._cache = _BPECache(self._bpe, self.cache_size)       # pre-token -> ids
+        self._words = _BPECache(lambda w: self._encode_word(w), self.cache_size)  # word -> ids of " " + word
         self._fingerprint = None
 
     def __getstate__(self): return {"vocab": self.vocab, "merges": self.merges, "special_tokens": self.special_tokens}
@@ -153,12 +157,32 @@ def train(cls: Tokenizer, input_path, vocab_size: int, special_tokens=None, num_
 
 # %% ../nbs/01c_tokenizer.ipynb
 @patch
+def _encode_word(self: Tokenizer, word: str) -> tuple[int, ...]:
+    "Ids of `" " + word` (`word` holds no space): one pre-token if it is a space and ASCII letters, else pre-tokenized."
+    piece = " " + word
+    if word.isascii() and word.isalpha(): return self._cache[piece]
+    return tuple(chain.from_iterable(map(self._cache.__getitem__, pretokenize(piece))))
+
+@patch
+def _encode_span(self: Tokenizer, text: str, pos: int, end: int) -> list[int]:
+    "Ids of `text[pos:end]` (pre-token boundaries at both ends): words from `_words`, other spans pre-tokenized."
+    ids, pieces, words = [], self._cache.__getitem__, self._words.__getitem__
+    for at_spaces, a, b in space_spans(text, pos, end):
+        if not at_spaces:
+            ids += chain.from_iterable(map(pieces, pretokenize(text, a, b)))
+            continue
+        parts = text[a:b].split(" ")
+        ids += chain.from_iterable(map(pieces, pretokenize(parts[0])))
+        ids += chain.from_iterable(map(words, islice(parts, 1, None)))
+    return ids
+
+@patch
 def encode_ordinary(self: Tokenizer, text: str) -> list[int]:
     "Encode `text`, treating special tokens as ordinary text."
     if not isinstance(text, str): raise TypeError(f"encode expects a str, got {type(text).__name__}; decode bytes first")
-    if len(text) <= (1 << 20): return list(chain.from_iterable(map(self._cache.__getitem__, pretokenize(text))))
-    ids = []  # long text: a block at a time, so that its millions of pre-token strings never exist at once
-    for pieces in _pretokenize_blocks(text): ids += chain.from_iterable(map(self._cache.__getitem__, pieces))
+    if len(text) <= (1 << 20): return self._encode_span(text, 0, len(text))
+    ids = []  # a block at a time, so that a long text's millions of words never exist at once
+    for i, j in _block_bounds(text): ids += self._encode_span(text, i, j)
     return ids
 
 @patch
@@ -166,9 +190,9 @@ def encode(self: Tokenizer, text: str) -> list[int]:
     "Encode `text`; each special token in it becomes its own id (the longest one where specials overlap)."
     if self._special_re is None or not isinstance(text, str): return self.encode_ordinary(text)
     parts = self._special_re.split(text)
-    ids = self.encode_ordinary(parts[0])
+    ids, special_ids = self.encode_ordinary(parts[0]), self.special_ids
     for i in range(1, len(parts), 2):
-        ids.append(self.special_ids[parts[i]])
+        ids.append(special_ids[parts[i]])
         if parts[i + 1]: ids += self.encode_ordinary(parts[i + 1])
     return ids
 

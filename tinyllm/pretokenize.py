@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from itertools import chain
 
 import regex
 
 from .core import TinyLLMError
 
 # %% auto 0
-__all__ = ['GPT2_PATTERN', 'LETTER', 'NUMBER', 'TokenizerError', 'pretokenize', 'split_special']
+__all__ = ['GPT2_PATTERN', 'LETTER', 'NUMBER', 'TokenizerError', 'pretokenize', 'space_spans', 'split_special']
 
 # %% ../nbs/01_bpe.ipynb
 class TokenizerError(TinyLLMError, ValueError):
@@ -83,14 +84,43 @@ def pretokenize(text: str, pos: int = 0, endpos: int | None = None) -> list[str]
     return out
 
 # %% ../nbs/01_bpe.ipynb
-def _pretokenize_blocks(text: str, block: int = 1 << 20) -> Iterator[list[str]]:
-    "The pre-tokens of `text`, one ~`block`-character piece at a time (cut at `_LINE_CUT`), to bound memory."
+def _block_bounds(text: str, block: int = 1 << 20) -> Iterator[tuple[int, int]]:
+    "`(start, end)` of the ~`block`-character pieces of `text`, cut at `_LINE_CUT` (pre-token boundaries)."
     i, n = 0, len(text)
     while i < n:
         cut = _LINE_CUT.search(text, i + block) if n - i > block else None
         j = cut.start() if cut else n
-        yield pretokenize(text, i, j)
+        yield i, j
         i = j
+
+def _pretokenize_blocks(text: str, block: int = 1 << 20) -> Iterator[list[str]]:
+    "The pre-tokens of `text`, one ~`block`-character piece at a time, to bound memory."
+    for i, j in _block_bounds(text, block): yield pretokenize(text, i, j)
+
+# %% ../nbs/01_bpe.ipynb
+_SPACE_BEFORE_WS = re.compile(r" (?=\s)")
+
+def _joins_left(text: str, i: int, pos: int, end: int) -> bool:
+    "Is the space `text[i]` between whitespace on both sides (the end of `text[pos:end]` counting as whitespace)?"
+    return i > pos and text[i - 1].isspace() and (i + 1 == end or text[i + 1].isspace())
+
+def space_spans(text: str, pos: int = 0, endpos: int | None = None) -> Iterator[tuple[bool, int, int]]:
+    """Cover `text[pos:endpos]` with spans `(at_spaces, a, b)`. When `at_spaces`, each part of `text[a:b].split(" ")`
+    after the first pre-tokenizes alone with its space put back in front; otherwise pre-tokenize `text[a:b]` whole."""
+    end = len(text) if endpos is None else endpos
+    i, last = pos, [end - 1] if end > pos and text[end - 1] == " " else []   # a space at the end: a run's end too
+    for s in chain((m.start() for m in _SPACE_BEFORE_WS.finditer(text, pos, end)), last):
+        if s < i or not _joins_left(text, s, pos, end): continue
+        a = text.rfind(" ", i, s)                                  # the good space before it (or i)
+        while a > i and _joins_left(text, a, pos, end): a = text.rfind(" ", i, a)
+        a = max(a, i)
+        b = text.find(" ", s + 1, end)                             # the good space after it (or the end)
+        while b >= 0 and _joins_left(text, b, pos, end): b = text.find(" ", b + 1, end)
+        b = end if b < 0 else b
+        if a > i: yield True, i, a
+        yield False, a, b
+        i = b
+    if i < end: yield True, i, end
 
 # %% ../nbs/01_bpe.ipynb
 def _special_regex(special_tokens) -> regex.Pattern | None:
