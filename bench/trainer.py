@@ -29,25 +29,29 @@ import argparse
 import contextlib
 import importlib.util
 import io
+import json
 import os
 import statistics
 import sys
 import tempfile
 import time
+from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
 
 from tinyllm.data import RandomBatches
 from tinyllm.model import GPT, GPTConfig
 from tinyllm.optimizers import adamw
-from tinyllm.perf import gemm_peak_flops, mfu
+from tinyllm.perf import gemm_peak_flops, machine, mfu
 from tinyllm.trainer import TrainConfig, Trainer, make_train_step
 
 ROOT = Path(__file__).resolve().parent.parent
 NANOGPT_DIR = Path(os.environ.get("NANOGPT_DIR", ROOT.parent / "shared" / "reference" / "nanogpt"))
 LR = 3e-4
+BUDGET = ("attention", "MLP", "head + loss", "optimizer", "rest")
 
 
 def _timed(fn) -> float:
@@ -83,6 +87,7 @@ def nanogpt_step(mod, cfg: GPTConfig, bf16: bool, compiled: bool):
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
+    step.model = model
     return step
 
 
@@ -107,6 +112,48 @@ def trainer_step(cfg: GPTConfig, tokens: np.ndarray, batch: int, out_dir: Path):
     return step
 
 
+class TimeBudget:
+    """Where an eager training step's time goes, from hooks on the model and the optimizer: the forward and backward
+    of every block's attention and MLP module; the output head with the loss (from `lm_head`'s forward to the model's
+    output, and from the loss's gradient to `lm_head`'s input gradient); the optimizer's step. The rest of the step
+    (embeddings, norms, residual adds, gradient clipping, zero_grad, autograd's and Python's own work) is `rest`.
+    Both nanoGPT's GPT and ours name these modules alike. Hooks do not survive torch.compile: eager steps only."""
+    def __init__(self, model: torch.nn.Module):
+        self.acc, self.t0, self.on = defaultdict(float), {}, False
+        for block in model.transformer.h:
+            for name, mod in (("attention", block.attn), ("MLP", block.mlp)):
+                key = id(mod)
+                mod.register_forward_pre_hook(lambda m, a, k=key: self._start((k, "fwd")))
+                mod.register_forward_hook(lambda m, a, o, k=key, n=name: self._stop((k, "fwd"), n))
+                mod.register_full_backward_pre_hook(lambda m, g, k=key: self._start((k, "bwd")))
+                mod.register_full_backward_hook(lambda m, gi, go, k=key, n=name: self._stop((k, "bwd"), n))
+        model.lm_head.register_forward_pre_hook(lambda m, a: self._start("head fwd"))
+        model.register_forward_hook(self._model_output)
+        model.lm_head.register_full_backward_hook(lambda m, gi, go: self._stop("head bwd", "head + loss"))
+        self._handles = [register_optimizer_step_pre_hook(lambda o, a, k: self._start("opt")),
+                         register_optimizer_step_post_hook(lambda o, a, k: self._stop("opt", "optimizer"))]
+
+    def _start(self, key):
+        if self.on: self.t0[key] = time.perf_counter()
+
+    def _stop(self, key, name: str):
+        if self.on and key in self.t0: self.acc[name] += time.perf_counter() - self.t0.pop(key)
+
+    def _model_output(self, module, args, out):
+        self._stop("head fwd", "head + loss")
+        loss = out[1]
+        if self.on and loss is not None and loss.requires_grad: loss.register_hook(lambda g: self._start("head bwd"))
+
+    def measure(self, call, n: int) -> dict[str, float]:
+        "Seconds per step in each part of `BUDGET`, over `n` calls of `call` (one training step each)."
+        self.acc.clear()
+        self.on, t0 = True, time.perf_counter()
+        for _ in range(n): call()
+        total, self.on = time.perf_counter() - t0, False
+        parts = {k: self.acc[k] / n for k in BUDGET[:-1]}
+        return {**parts, "rest": total / n - sum(parts.values()), "total": total / n}
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="3 rounds x 2 steps (a minute or two)")
@@ -116,6 +163,9 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
     ap.add_argument("--no-compile", action="store_true", help="skip the compiled nanoGPT row(s)")
     ap.add_argument("--nano-fp32", action="store_true", help="also nanoGPT compiled float32 (its train.py on CPU)")
+    ap.add_argument("--no-budget", action="store_true", help="skip the time budgets (where a step's time goes)")
+    ap.add_argument("--json", default=str(ROOT / "bench" / "results" / "trainer.json"),
+                    help="where every figure goes (default bench/results/trainer.json; '' for nowhere)")
     args = ap.parse_args(argv)
     rounds = args.rounds or (3 if args.quick else 5)
     steps = args.steps or (2 if args.quick else 3)
@@ -208,6 +258,70 @@ def main(argv=None):
     if fair in med:
         print(f"default path vs {fair} (nanoGPT's faster CPU path where bf16 is not native): "
               f"{med[fair] / med[bare]:.2f}x by median tokens/s ({paired(fair, bare):.2f}x paired)")
+    budgets = {} if args.no_budget else time_budgets(cfg, nano, batches, rounds, steps)
+    rates = gemm_rates(cfg, ntok)
+    bf16_peak = peak.get(torch.bfloat16, 0.0) or gemm_peak_flops("cpu", torch.bfloat16, n=2048)
+    print("\nbf16 matrix products at this model's shapes (best of 5), against the 2048^3 peak: " +
+          ", ".join(f"{k} {v['flops_per_s'] / 1e9:.0f} GFLOP/s ({v['flops_per_s'] / bf16_peak:.0%})" for k, v in rates.items()))
+    print(f"at those rates the Linear layers' products take {1e3 * sum(v['step_s'] for v in rates.values()):.0f} ms of "
+          f"a step (forward and backward), against {1e3 * med[bare]:.0f} ms for the whole default step")
+    results = {"machine": machine(), "batch": args.batch, "block_size": cfg.block_size, "tokens_per_step": ntok,
+               "flops_per_token": fpt, "rounds": rounds, "steps": steps, "peak_flops": {str(k): v for k, v in peak.items()},
+               "default": {k: str(v) for k, v in opts.items()},
+               "rows": {n: {"warmup_s": warm[n], "median_s": med[n], "best_s": min(times[n]), "tokens_per_s": ntok / med[n],
+                            "mfu": mfu(fpt, ntok / med[n], peak[dtype_of[n]])} for n in names},
+               "speedup_vs_nanogpt_compiled_bf16": med[ref] / med[bare] if ref in med else None,
+               "speedup_paired": paired(ref, bare) if ref in med else None,
+               "speedup_with_clip": med[ref] / med[clip] if ref in med else None, "budgets": budgets,
+               "gemm_rates_bf16": rates, "gemm_peak_bf16": bf16_peak}
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(results, indent=1))
+        print(f"figures written to {args.json}")
+
+
+def gemm_rates(cfg: GPTConfig, tokens: int, dtype=torch.bfloat16, reps: int = 5) -> dict[str, dict]:
+    """Best FLOP/s of each forward matrix product of a step at this model's own shapes (tokens x in -> out) in `dtype`,
+    and the seconds that product takes per training step at that rate (forward and the two backward products, every
+    layer)."""
+    shapes = {"qkv": (cfg.n_embd, 3 * cfg.n_embd, cfg.n_layer), "attn proj": (cfg.n_embd, cfg.n_embd, cfg.n_layer),
+              "mlp in": (cfg.n_embd, 4 * cfg.n_embd, cfg.n_layer), "mlp out": (4 * cfg.n_embd, cfg.n_embd, cfg.n_layer),
+              "head": (cfg.n_embd, cfg.vocab_size, 1)}
+    g, out = torch.Generator().manual_seed(0), {}
+    for name, (k, n, layers) in shapes.items():
+        a, b = torch.randn(tokens, k, generator=g, dtype=dtype), torch.randn(k, n, generator=g, dtype=dtype)
+        a @ b
+        rate = 2 * tokens * k * n / min(_timed(lambda a=a, b=b: a @ b) for _ in range(reps))
+        out[f"{tokens}x{k}x{n} ({name})"] = {"flops_per_s": rate, "step_s": 3 * layers * 2 * tokens * k * n / rate}
+    return out
+
+
+def time_budgets(cfg: GPTConfig, nano, batches, rounds: int, steps: int) -> dict:
+    """`TimeBudget` of nanoGPT's eager bf16 step (before) and of our default path with the same clipping (after), on
+    fresh models (hooks slow a step a little, so the timed rows above run without them); medians over rounds."""
+    torch.manual_seed(0)
+    ours = GPT(cfg)
+    calls = {"tinyllm default path + clip 1.0": (ours, make_train_step(ours, adamw(lr=LR, weight_decay=0.1)(ours), grad_clip=1.0))}
+    if nano is not None:
+        st = nanogpt_step(nano, cfg, bf16=True, compiled=False)
+        calls["nanoGPT eager bf16"] = (st.model, st)
+    budgets, seen = {name: TimeBudget(m) for name, (m, _) in calls.items()}, {name: [] for name in calls}
+    k = [0]
+    def call(fn):
+        x, y = batches[k[0] % len(batches)]
+        k[0] += 1
+        fn(x, y)
+    for _, fn in calls.values(): call(fn), call(fn)                          # warm-up
+    for r in range(rounds):
+        for name, (_, fn) in (list(calls.items()) if r % 2 == 0 else list(calls.items())[::-1]):
+            seen[name].append(budgets[name].measure(lambda fn=fn: call(fn), steps))
+    out = {name: {part: statistics.median(b[part] for b in bs) for part in (*BUDGET, "total")} for name, bs in seen.items()}
+    print(f"\nwhere a step's time goes (eager, bf16 autocast, ms per step, median of {rounds} rounds of {steps} steps; "
+          "module hooks, so `rest` = embeddings, norms, residual adds, clipping, zero_grad, autograd and Python):")
+    print(f"{'':<34}" + "".join(f"{p:>13}" for p in (*BUDGET, "total")))
+    for name, b in out.items():
+        print(f"{name:<34}" + "".join(f"{1e3 * b[p]:>8.0f} {b[p] / b['total']:>4.0%}" for p in BUDGET) + f"{1e3 * b['total']:>13.0f}")
+    return out
 
 
 if __name__ == "__main__":
