@@ -15,7 +15,10 @@ median over the rounds, with the best beside it:
   hf generate        transformers' `generate` (its DynamicCache, its own loop)
   tinyllm, eager     `tinyllm.sampling.greedy` / `sample`: the static KV cache, one preallocated id buffer, eager PyTorch
   tinyllm, compiled  the same with `compile=True`: the one-token step compiled once for its fixed shapes
-The arithmetic floor is the model's forward FLOPs per token (x batch) over the float32 matmul peak measured here.
+The arithmetic floor is the model's forward FLOPs per token (x batch) over the float32 matmul peak measured here;
+the memory floor is what a step must read at least (every float32 weight once, and the keys and values of a
+block_size-slot cache) over the rate at which this machine sums a buffer of that size (measured here). At these sizes
+the second binds.
 """
 from __future__ import annotations
 
@@ -33,6 +36,27 @@ from tinyllm.model import GPT, GPTConfig
 from tinyllm.perf import gemm_peak_flops, machine, machine_line
 from tinyllm.sampling import TopP, greedy, sample
 from tinyllm.weights import export_hf
+
+
+def read_bandwidth(nbytes: int, repeats: int = 20) -> float:
+    """Bytes per second of summing a float32 buffer of `nbytes` (best of `repeats`, after a warm-up): how fast this
+    machine streams a working set of that size, from whichever cache level holds it between calls, as a decode step
+    streams its weights and cache."""
+    buf = torch.ones(max(nbytes // 4, 1))
+    buf.sum()
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        buf.sum()
+        best = min(best, time.perf_counter() - t)
+    return buf.numel() * 4 / best
+
+
+def bytes_per_step(model: GPT, batch: int, max_len: int) -> int:
+    "What one decode step must read at least: every weight once (float32) and the static cache's keys and values."
+    c = model.config
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    return weights + 2 * c.n_layer * batch * c.kv_heads * max_len * c.head_dim * 4
 
 
 def hf_model(model: GPT):
@@ -96,7 +120,12 @@ def main():
                     fn()
                     times[name, kind].append(time.perf_counter() - t)
         floor_ms = fpt * batch / peak * 1e3
-        print(f"\nbatch {batch} (warm-up and compilation {warm:.0f} s; arithmetic floor {floor_ms:.3f} ms per step)")
+        nbytes = bytes_per_step(model, batch, model.config.block_size)
+        bandwidth = read_bandwidth(nbytes)
+        mem_ms = nbytes / bandwidth * 1e3
+        print(f"\nbatch {batch} (warm-up and compilation {warm:.0f} s; arithmetic floor {floor_ms:.3f} ms per step; "
+              f"memory floor {mem_ms:.3f} ms: the weights and a {model.config.block_size}-slot cache, {nbytes / 1e6:.0f} MB, "
+              f"read once at the {bandwidth / 1e9:.0f} GB/s measured for that size)")
         print(f"{'':<20}{'greedy ms/step':>22}{'tok/s':>9}{'vs hf':>7}{'top-p ms/step':>22}{'tok/s':>9}{'vs hf':>7}")
         for name in vs:
             cells, row = [], {"batch": batch, "variant": name}
@@ -108,7 +137,8 @@ def main():
                              "tokens_per_s": batch * new / med, "speedup_vs_hf": hf_med / med, "rounds_s": ts}
                 cells.append(f"{med / new * 1e3:>12.2f} ({best / new * 1e3:5.2f}){batch * new / med:>9,.0f}"
                              f"{hf_med / med:>6.2f}x")
-            row["floor_ms_per_step"] = floor_ms
+            row["floor_ms_per_step"], row["memory_floor_ms_per_step"] = floor_ms, mem_ms
+            row["bytes_per_step"], row["read_bandwidth"] = nbytes, bandwidth
             results["rows"].append(row)
             print(f"{name:<20}" + "".join(cells))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -116,21 +116,23 @@ def decode_step(model: GPT, ids: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     return logits, torch.stack(new_k), torch.stack(new_v)
 
 # %% ../nbs/02f_static_cache.ipynb
-_compiled_step = None
+_compiled_steps = {}
 
-def _step_function(compile: bool):
-    "`decode_step`, or its compiled version (made once per process; torch.compile specialises it per model and shape)."
-    global _compiled_step
+def _step_function(compile: bool, device_type: str = "cpu"):
+    """`decode_step`, or its compiled version (made once per process and device type; torch.compile specialises it per
+    model and shape). On a CPU, Inductor's C++ wrapper calls the step's kernels from C++ instead of generated Python."""
     if not compile: return decode_step
-    if _compiled_step is None: _compiled_step = compile_quietly(decode_step, dynamic=False, fullgraph=True)
-    return _compiled_step
+    if device_type not in _compiled_steps:
+        options = {"cpp_wrapper": True} if device_type == "cpu" else {}
+        _compiled_steps[device_type] = compile_quietly(decode_step, dynamic=False, fullgraph=True, options=options)
+    return _compiled_steps[device_type]
 
 class StaticDecoder:
     "Prefill `(B, T)` left-padded prompts, then one new id per row and call, through a `StaticKVCache` of `max_len` slots."
     def __init__(self, model: GPT, batch_size: int, max_len: int | None = None, compile: bool = False):
         self.model, self.cache = model, StaticKVCache(model, batch_size, max_len)
         self.slot = torch.zeros(1, dtype=torch.long, device=self.cache.k.device)
-        self.compiled, self.step_fn, self.checked = compile, _step_function(compile), False
+        self.compiled, self.step_fn, self.checked = compile, _step_function(compile, self.cache.k.device.type), False
 
     def prefill(self, ids: torch.Tensor, start: torch.Tensor | None = None) -> torch.Tensor:
         "Logits `(B, V)` after the prompts `ids` `(B, T)`; `start` `(B,)`: each row's first real slot (default 0)."
