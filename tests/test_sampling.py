@@ -363,6 +363,16 @@ def test_speculative_cached_equals_uncached_and_stops_at_eot():
         S.speculative_decode(target, peaked(vocab=128), p1, 5)
 
 
+@pytest.mark.parametrize("arch", ARCHS)
+def test_speculative_compiled_equals_eager(arch):
+    "compile=True: the draft's compiled one-token step and the target's compiled gamma+1-token pass on static caches."
+    target, draft = peaked(arch, seed=20, scale=3.0), peaked(arch, seed=21, scale=3.0)
+    st = S.SpeculativeStats()
+    a = S.speculative_decode(target, draft, PROMPT[:1], 30, gamma=3, generator=gen(4))
+    b = S.speculative_decode(target, draft, PROMPT[:1], 30, gamma=3, generator=gen(4), compile=True, stats=st)
+    assert torch.equal(a, b) and st.rounds < 30 and st.accepted < st.drafted   # real rounds, with rejections
+
+
 # ---- checkpoints, evaluation and the CLI ------------------------------------------------------------------------------
 STORY = "Once upon a time there was a little cat. The cat liked to play in the sun. One day it met a dog.<|endoftext|>"
 

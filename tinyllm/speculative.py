@@ -11,8 +11,10 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
+from .model import GPT
 from .sampling import (FrequencyPenalty, NoRepeatNGram, RepetitionPenalty, Transform, _fail, _inference,
                               check_prompt, process)
+from .static_cache import StaticDecoder
 
 # %% auto 0
 __all__ = ['speculative_accept', 'SpeculativeStats', 'speculative_decode']
@@ -57,6 +59,12 @@ _NEEDS_IDS = (RepetitionPenalty, FrequencyPenalty, NoRepeatNGram)
 def _logits_at(model, cache, buf: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
     "Logits `(B, n, V)` at positions `pos` `(B, n)` of `buf` (each predicts the id at pos+1); the cache holds `buf[:, :cache.pos]`."
     end = int(pos.max()) + 1
+    if isinstance(cache, StaticDecoder):                   # compiled: the prompt eagerly, then fixed-shape calls
+        need = int(pos[0, 0])
+        if cache.pos == 0 and need > 0: cache.prefill(buf[:, :need])
+        elif cache.pos < need: cache.extend(buf[:, cache.pos:need])
+        if end - need == 1: return cache.step(buf[:, need])[:, None]
+        return cache.extend(buf[:, need:end])[:, pos[0] - need]
     if cache is not None:                                  # batch of one: feed only what the cache has not seen
         start = cache.pos
         out, _ = model(buf[:, start:end], kv_cache=cache)
@@ -110,8 +118,10 @@ def _speculative_round(target, draft, tc, dc, sub, La, g: int, dist, generator):
 def speculative_decode(target, draft, idx: torch.Tensor, max_new_tokens: int, gamma: int = 4,
                        transforms: Sequence[Transform] = (), generator: torch.Generator | None = None,
                        eot_id: int | None = None, use_cache: bool | None = None,
-                       stats: SpeculativeStats | None = None) -> torch.Tensor:
-    "Sample from `target` (after `transforms`) with `draft` proposing `gamma` tokens per target pass. Returns `(B, T + n)`."
+                       stats: SpeculativeStats | None = None, compile: bool = False) -> torch.Tensor:
+    """Sample from `target` (after `transforms`) with `draft` proposing `gamma` tokens per target pass. Returns `(B, T + n)`.
+    `compile` (with the caches, two plain `GPT`s): the draft's one-token step and the target's `gamma + 1`-token pass
+    run compiled on static caches (`tinyllm.static_cache`)."""
     use_cache = _check_speculative_args(target, draft, idx, max_new_tokens, gamma, transforms, use_cache)
     B, T = idx.shape
     stats = stats if stats is not None else SpeculativeStats()
@@ -124,6 +134,8 @@ def speculative_decode(target, draft, idx: torch.Tensor, max_new_tokens: int, ga
         L = torch.full((B,), T, dtype=torch.long, device=dev)      # ids decided so far, per row
         ended = torch.zeros(B, dtype=torch.bool, device=dev)
         tc, dc = (target.new_kv_cache(1), draft.new_kv_cache(1)) if use_cache else (None, None)
+        if use_cache and compile and type(target) is GPT and type(draft) is GPT:
+            tc, dc = (StaticDecoder(m, 1, m.config.block_size, compile=True) for m in (target, draft))
         while len(act := (~ended & (L - T < max_new_tokens)).nonzero().squeeze(1)):
             La = L[act]
             g = min(gamma, cap - int(La.max()))

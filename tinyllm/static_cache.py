@@ -14,7 +14,7 @@ from .core import compile_quietly
 from .model import GPT, ModelInputError, softcap
 
 # %% auto 0
-__all__ = ['StaticKVCache', 'left_pad', 'forward_static', 'decode_step', 'StaticDecoder']
+__all__ = ['StaticKVCache', 'left_pad', 'forward_static', 'decode_step', 'StaticDecoder', 'decode_block']
 
 # %% ../nbs/02f_static_cache.ipynb
 class StaticKVCache:
@@ -166,3 +166,65 @@ def window(self: StaticDecoder, seq: torch.Tensor, start: torch.Tensor) -> torch
     "Logits after re-encoding the last `max_len` ids of `seq` `(B, T)` (rows starting at `start`) in a fresh cache."
     cut = seq.shape[1] - self.cache.max_len
     return self.prefill(seq[:, cut:], (start - cut).clamp(min=0))
+
+# %% ../nbs/02f_static_cache.ipynb
+def _attend_block(q, k_cache, v_cache, k_new, v_new, mask) -> torch.Tensor:
+    """Attention of `T` new queries per row `q` `(B, H, T, hd)` over the cached slots where `mask` `(B, 1, 1, L)` is True
+    and, causally, over the `T` new keys/values `(B, Hkv, T, hd)`, as one softmax over both; `(B, T, H * hd)`."""
+    B, H, T, hd = q.shape
+    G = H // k_new.shape[1]
+    qg = q.reshape(B, H // G, G * T, hd) * hd ** -0.5                    # a group's query heads, T rows each
+    cached = torch.matmul(qg, k_cache.transpose(-1, -2)).masked_fill(~mask, float("-inf"))     # (B, Hkv, G*T, L)
+    causal = torch.ones(T, T, dtype=torch.bool, device=q.device).tril().repeat(G, 1)           # (G*T, T)
+    own = torch.matmul(qg, k_new.transpose(-1, -2)).masked_fill(~causal, float("-inf"))        # (B, Hkv, G*T, T)
+    top = torch.maximum(cached.amax(-1, keepdim=True), own.amax(-1, keepdim=True))
+    p_cached, p_own = (cached - top).exp(), (own - top).exp()
+    y = (torch.matmul(p_cached, v_cache) + torch.matmul(p_own, v_new)) / (p_cached.sum(-1, keepdim=True)
+                                                                        + p_own.sum(-1, keepdim=True))
+    return y.view(B, H, T, hd).transpose(1, 2).reshape(B, T, H * hd)
+
+def decode_block(model: GPT, ids: torch.Tensor, k: torch.Tensor, v: torch.Tensor, valid: torch.Tensor,
+                 start: torch.Tensor, slots: torch.Tensor):
+    """`T` new ids per row (`ids` `(B, T)`) at cache `slots` `(T,)`, the cache only read: float32 logits `(B, T, V)` at
+    every new position and the new keys and values `(n_layer, B, n_kv_head, T, head_dim)` to write at `slots`."""
+    pos = (slots[None, :] - start[:, None]).clamp(min=0)                 # (B, T): each row's own positions
+    x, rope = _embed(model, ids, pos)
+    mask, new_k, new_v = valid[:, None, None, :], [], []
+    for i, block in enumerate(model.transformer.h):
+        q, kn, vn = block.attn.qkv(block.ln_1(x), rope)
+        x = x + block.attn.c_proj(_attend_block(q, k[i].to(q.dtype), v[i].to(q.dtype), kn, vn, mask))
+        x = x + block.mlp(block.ln_2(x))
+        new_k.append(kn)
+        new_v.append(vn)
+    logits = softcap(model.lm_head(model.transformer.ln_f(x)), model.config.logit_softcap).float()
+    return logits, torch.stack(new_k), torch.stack(new_v)
+
+# %% ../nbs/02f_static_cache.ipynb
+_compiled_blocks = {}
+
+@patch
+def extend(self: StaticDecoder, ids: torch.Tensor) -> torch.Tensor:
+    "Logits `(B, T, V)` at each of `T` more ids per row (`ids` `(B, T)`), whose keys and values go to the next `T` slots."
+    c, T = self.cache, ids.shape[1]
+    slots = torch.arange(c.pos, c.pos + T, device=ids.device)
+    fn, dev = decode_block, c.k.device.type
+    if self.compiled:
+        if dev not in _compiled_blocks:
+            options = {"cpp_wrapper": True} if dev == "cpu" else {}
+            _compiled_blocks[dev] = compile_quietly(decode_block, dynamic=False, fullgraph=True, options=options)
+        fn = _compiled_blocks[dev]
+    logits, k, v = fn(self.model, ids, c.k, c.v, c.valid, c.start, slots)
+    c.k.index_copy_(3, slots, k.to(c.k.dtype))
+    c.v.index_copy_(3, slots, v.to(c.v.dtype))
+    c.valid.index_fill_(1, slots, True)
+    c.pos += T
+    return logits
+
+@patch(as_prop=True)
+def pos(self: StaticDecoder) -> int: return self.cache.pos
+
+@patch
+def crop(self: StaticDecoder, n: int) -> None:
+    "Forget the slots from `n` on (rejected drafts): the next ids go to slot `n`."
+    self.cache.valid[:, n:] = False
+    self.cache.pos = min(self.cache.pos, n)
