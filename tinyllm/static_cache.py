@@ -98,22 +98,27 @@ def _attend_with_new(q, k_cache, v_cache, k_new, v_new, mask) -> torch.Tensor:
     y = (torch.matmul(p_cached, v_cache) + p_own * v_new) / (p_cached.sum(-1, keepdim=True) + p_own)
     return y.reshape(B, 1, H * hd)
 
+def _blocks_over_cache(model: GPT, x: torch.Tensor, rope, k, v, mask, attend):
+    """The blocks over new tokens `x` `(B, T, d)` against the read-only cache `k`, `v` (its valid slots: `mask`), with
+    `attend` joining cached and new keys; returns `x` and the new keys and values `(n_layer, B, n_kv_head, T, hd)`."""
+    new_k, new_v = [], []
+    for i, block in enumerate(model.transformer.h):
+        q, kn, vn = block.attn.qkv(block.ln_1(x), rope)
+        x = x + block.attn.c_proj(attend(q, k[i].to(q.dtype), v[i].to(q.dtype), kn, vn, mask))
+        x = x + block.mlp(block.ln_2(x))
+        new_k.append(kn)
+        new_v.append(vn)
+    return x, torch.stack(new_k), torch.stack(new_v)
+
 def decode_step(model: GPT, ids: torch.Tensor, k: torch.Tensor, v: torch.Tensor, valid: torch.Tensor,
                 start: torch.Tensor, slot: torch.Tensor):
     """One new id per row (`ids` `(B,)`) at cache `slot` `(1,)`, the cache (`k`, `v`, `valid`, `start`) only read: float32
     logits `(B, V)` and the new keys and values `(n_layer, B, n_kv_head, 1, head_dim)` to write at `slot`."""
-    cfg = model.config
     pos = (slot - start).clamp(min=0)[:, None]                           # (B, 1): each row's own position
     x, rope = _embed(model, ids[:, None], pos)
-    mask, new_k, new_v = valid[:, None, None, :], [], []
-    for i, block in enumerate(model.transformer.h):
-        q, kn, vn = block.attn.qkv(block.ln_1(x), rope)
-        x = x + block.attn.c_proj(_attend_with_new(q, k[i].to(q.dtype), v[i].to(q.dtype), kn, vn, mask))
-        x = x + block.mlp(block.ln_2(x))
-        new_k.append(kn)
-        new_v.append(vn)
-    logits = softcap(model.lm_head(model.transformer.ln_f(x[:, -1])), cfg.logit_softcap).float()
-    return logits, torch.stack(new_k), torch.stack(new_v)
+    x, new_k, new_v = _blocks_over_cache(model, x, rope, k, v, valid[:, None, None, :], _attend_with_new)
+    logits = softcap(model.lm_head(model.transformer.ln_f(x[:, -1])), model.config.logit_softcap).float()
+    return logits, new_k, new_v
 
 # %% ../nbs/02f_static_cache.ipynb
 _compiled_steps = {}
@@ -189,15 +194,9 @@ def decode_block(model: GPT, ids: torch.Tensor, k: torch.Tensor, v: torch.Tensor
     every new position and the new keys and values `(n_layer, B, n_kv_head, T, head_dim)` to write at `slots`."""
     pos = (slots[None, :] - start[:, None]).clamp(min=0)                 # (B, T): each row's own positions
     x, rope = _embed(model, ids, pos)
-    mask, new_k, new_v = valid[:, None, None, :], [], []
-    for i, block in enumerate(model.transformer.h):
-        q, kn, vn = block.attn.qkv(block.ln_1(x), rope)
-        x = x + block.attn.c_proj(_attend_block(q, k[i].to(q.dtype), v[i].to(q.dtype), kn, vn, mask))
-        x = x + block.mlp(block.ln_2(x))
-        new_k.append(kn)
-        new_v.append(vn)
+    x, new_k, new_v = _blocks_over_cache(model, x, rope, k, v, valid[:, None, None, :], _attend_block)
     logits = softcap(model.lm_head(model.transformer.ln_f(x)), model.config.logit_softcap).float()
-    return logits, torch.stack(new_k), torch.stack(new_v)
+    return logits, new_k, new_v
 
 # %% ../nbs/02f_static_cache.ipynb
 _compiled_blocks = {}
