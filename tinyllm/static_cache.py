@@ -121,23 +121,23 @@ def decode_step(model: GPT, ids: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     return logits, new_k, new_v
 
 # %% ../nbs/02f_static_cache.ipynb
-_compiled_steps = {}
+_compiled = {}
 
-def _step_function(compile: bool, device_type: str = "cpu"):
-    """`decode_step`, or its compiled version (made once per process and device type; torch.compile specialises it per
-    model and shape). On a CPU, Inductor's C++ wrapper calls the step's kernels from C++ instead of generated Python."""
-    if not compile: return decode_step
-    if device_type not in _compiled_steps:
+def _maybe_compiled(fn, compile: bool, device_type: str = "cpu"):
+    """`fn` (`decode_step` or `decode_block`), or its compiled version (made once per process, function and device type;
+    torch.compile specialises it per model and shape). On a CPU, Inductor's C++ wrapper calls the kernels from C++."""
+    if not compile: return fn
+    if (fn, device_type) not in _compiled:
         options = {"cpp_wrapper": True} if device_type == "cpu" else {}
-        _compiled_steps[device_type] = compile_quietly(decode_step, dynamic=False, fullgraph=True, options=options)
-    return _compiled_steps[device_type]
+        _compiled[fn, device_type] = compile_quietly(fn, dynamic=False, fullgraph=True, options=options)
+    return _compiled[fn, device_type]
 
 class StaticDecoder:
     "Prefill `(B, T)` left-padded prompts, then one new id per row and call, through a `StaticKVCache` of `max_len` slots."
     def __init__(self, model: GPT, batch_size: int, max_len: int | None = None, compile: bool = False):
         self.model, self.cache = model, StaticKVCache(model, batch_size, max_len)
         self.slot = torch.zeros(1, dtype=torch.long, device=self.cache.k.device)
-        self.compiled, self.step_fn, self.checked = compile, _step_function(compile, self.cache.k.device.type), False
+        self.compiled, self.step_fn, self.checked = compile, _maybe_compiled(decode_step, compile, self.cache.k.device.type), False
 
     def prefill(self, ids: torch.Tensor, start: torch.Tensor | None = None) -> torch.Tensor:
         "Logits `(B, V)` after the prompts `ids` `(B, T)`; `start` `(B,)`: each row's first real slot (default 0)."
@@ -160,11 +160,17 @@ def step(self: StaticDecoder, ids: torch.Tensor) -> torch.Tensor:
         with torch.compiler.set_stance("default", skip_guard_eval_unsafe=True): logits, k, v = self.step_fn(*args)
     else: logits, k, v = self.step_fn(*args)
     self.checked = True
-    c.k.index_copy_(3, self.slot, k.to(c.k.dtype))
-    c.v.index_copy_(3, self.slot, v.to(c.v.dtype))
-    c.valid.index_fill_(1, self.slot, True)             # a real token in every row (padding is only at the left)
-    c.pos += 1
+    self._write(self.slot, k, v)
     return logits
+
+@patch
+def _write(self: StaticDecoder, slots: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
+    "Write the new keys and values of a step at the cache's next `slots` `(T,)`, and mark them filled."
+    c = self.cache
+    c.k.index_copy_(3, slots, k.to(c.k.dtype))
+    c.v.index_copy_(3, slots, v.to(c.v.dtype))
+    c.valid.index_fill_(1, slots, True)                 # a real token in every row (padding is only at the left)
+    c.pos += len(slots)
 
 @patch
 def window(self: StaticDecoder, seq: torch.Tensor, start: torch.Tensor) -> torch.Tensor:
@@ -199,24 +205,14 @@ def decode_block(model: GPT, ids: torch.Tensor, k: torch.Tensor, v: torch.Tensor
     return logits, new_k, new_v
 
 # %% ../nbs/02f_static_cache.ipynb
-_compiled_blocks = {}
-
 @patch
 def extend(self: StaticDecoder, ids: torch.Tensor) -> torch.Tensor:
     "Logits `(B, T, V)` at each of `T` more ids per row (`ids` `(B, T)`), whose keys and values go to the next `T` slots."
     c, T = self.cache, ids.shape[1]
     slots = torch.arange(c.pos, c.pos + T, device=ids.device)
-    fn, dev = decode_block, c.k.device.type
-    if self.compiled:
-        if dev not in _compiled_blocks:
-            options = {"cpp_wrapper": True} if dev == "cpu" else {}
-            _compiled_blocks[dev] = compile_quietly(decode_block, dynamic=False, fullgraph=True, options=options)
-        fn = _compiled_blocks[dev]
+    fn = _maybe_compiled(decode_block, self.compiled, c.k.device.type)
     logits, k, v = fn(self.model, ids, c.k, c.v, c.valid, c.start, slots)
-    c.k.index_copy_(3, slots, k.to(c.k.dtype))
-    c.v.index_copy_(3, slots, v.to(c.v.dtype))
-    c.valid.index_fill_(1, slots, True)
-    c.pos += T
+    self._write(slots, k, v)
     return logits
 
 @patch(as_prop=True)
