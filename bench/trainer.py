@@ -315,6 +315,8 @@ def time_budgets(cfg: GPTConfig, nano, batches, rounds: int, steps: int) -> dict
     for r in range(rounds):
         for name, (_, fn) in (list(calls.items()) if r % 2 == 0 else list(calls.items())[::-1]):
             seen[name].append(budgets[name].measure(lambda fn=fn: call(fn), steps))
+    for b in budgets.values():                                             # the optimizer hooks are global
+        for h in b._handles: h.remove()
     out = {name: {part: statistics.median(b[part] for b in bs) for part in (*BUDGET, "total")} for name, bs in seen.items()}
     print(f"\nwhere a step's time goes (eager, bf16 autocast, ms per step, median of {rounds} rounds of {steps} steps; "
           "module hooks, so `rest` = embeddings, norms, residual adds, clipping, zero_grad, autograd and Python):")
