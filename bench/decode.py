@@ -16,9 +16,9 @@ median over the rounds, with the best beside it:
   tinyllm, eager     `tinyllm.sampling.greedy` / `sample`: the static KV cache, one preallocated id buffer, eager PyTorch
   tinyllm, compiled  the same with `compile=True`: the one-token step compiled once for its fixed shapes
 The arithmetic floor is the model's forward FLOPs per token (x batch) over the float32 matmul peak measured here;
-the memory floor is what a step must read at least (every float32 weight once, and the keys and values of a
-block_size-slot cache) over the rate at which this machine sums a buffer of that size (measured here). At these sizes
-the second binds.
+the memory floor is what a step must read at least (every float32 weight once, and the keys and values of the slots
+filled so far, on average over the run) over the rate at which this machine sums a buffer of that size (measured
+here). At these sizes the second binds.
 """
 from __future__ import annotations
 
@@ -52,11 +52,11 @@ def read_bandwidth(nbytes: int, repeats: int = 20) -> float:
     return buf.numel() * 4 / best
 
 
-def bytes_per_step(model: GPT, batch: int, max_len: int) -> int:
-    "What one decode step must read at least: every weight once (float32) and the static cache's keys and values."
+def bytes_per_step(model: GPT, batch: int, slots: float) -> int:
+    "What one decode step must read at least: every weight once (float32) and the keys and values of `slots` slots."
     c = model.config
     weights = sum(p.numel() * p.element_size() for p in model.parameters())
-    return weights + 2 * c.n_layer * batch * c.kv_heads * max_len * c.head_dim * 4
+    return int(weights + 2 * c.n_layer * batch * c.kv_heads * slots * c.head_dim * 4)
 
 
 def hf_model(model: GPT):
@@ -120,11 +120,12 @@ def main():
                     fn()
                     times[name, kind].append(time.perf_counter() - t)
         floor_ms = fpt * batch / peak * 1e3
-        nbytes = bytes_per_step(model, batch, model.config.block_size)
+        filled = prompt.shape[1] + (new - 1) / 2          # cache slots a step attends over, on average
+        nbytes = bytes_per_step(model, batch, filled)
         bandwidth = read_bandwidth(nbytes)
         mem_ms = nbytes / bandwidth * 1e3
         print(f"\nbatch {batch} (warm-up and compilation {warm:.0f} s; arithmetic floor {floor_ms:.3f} ms per step; "
-              f"memory floor {mem_ms:.3f} ms: the weights and a {model.config.block_size}-slot cache, {nbytes / 1e6:.0f} MB, "
+              f"memory floor {mem_ms:.3f} ms: the weights and {filled:.0f} cached slots, {nbytes / 1e6:.0f} MB, "
               f"read once at the {bandwidth / 1e9:.0f} GB/s measured for that size)")
         print(f"{'':<20}{'greedy ms/step':>22}{'tok/s':>9}{'vs hf':>7}{'top-p ms/step':>22}{'tok/s':>9}{'vs hf':>7}")
         for name in vs:

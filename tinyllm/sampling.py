@@ -9,6 +9,7 @@ import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -62,17 +63,23 @@ def _check_p(name: str, p):
     if not ok: _fail(f"{name}={p!r} must be in (0, 1] (e.g. 0.9); 1 keeps every token")
 
 # %% ../nbs/04_sampling.ipynb
+def _sorted_values(x: torch.Tensor) -> torch.Tensor:
+    """Each row of `x` sorted ascending, the values only: on a CPU numpy's sort, several times faster than
+    `torch.sort`, which also sorts an index array."""
+    if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64): return torch.sort(x).values
+    return torch.from_numpy(np.sort(x.detach().numpy(), axis=-1))
+
 @dataclass(frozen=True)
 class TopP:
     "Nucleus: keep the most likely tokens whose probabilities sum to at least `p` (at least one token is kept)."
     p: float
     def __post_init__(self): _check_p("top_p", self.p)
     def __call__(self, logits: torch.Tensor, ids: torch.Tensor | None = None) -> torch.Tensor:
-        sorted_logits, order = torch.sort(logits, descending=False)
+        sorted_logits = _sorted_values(logits)
         cum = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
-        drop = cum <= (1 - self.p)               # the least likely tokens whose total mass is at most 1 - p
-        drop[..., -1:] = False                   # the most likely token always stays
-        return logits.masked_fill(drop.scatter(1, order, drop), NEG_INF)
+        dropped = (cum <= (1 - self.p)).sum(-1, keepdim=True)     # the least likely tokens, mass at most 1 - p
+        lowest_kept = sorted_logits.gather(-1, dropped.clamp(max=logits.shape[-1] - 1))   # the top one always stays
+        return logits.masked_fill(logits < lowest_kept, NEG_INF)
 
 @dataclass(frozen=True)
 class MinP:

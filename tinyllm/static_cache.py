@@ -5,6 +5,8 @@
 # %% ../nbs/02f_static_cache.ipynb 4
 from __future__ import annotations
 
+import weakref
+
 import torch
 import torch.nn.functional as F
 
@@ -121,23 +123,67 @@ def decode_step(model: GPT, ids: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     return logits, new_k, new_v
 
 # %% ../nbs/02f_static_cache.ipynb
+_layouts = weakref.WeakKeyDictionary()   # model -> (what its linear weights were, their transposed copies)
+
+def _transposed_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of every `nn.Linear` weight of `model`, stored `(in, out)` and viewed `(out, in)` as `F.linear` expects,
+    keyed `"model.<name>.weight"` for `_Swapped`. Cached per model until one of these weights changes."""
+    linears = [(n, m.weight) for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
+    key = tuple((w.data_ptr(), w._version) for _, w in linears)
+    if model not in _layouts or _layouts[model][0] != key:
+        _layouts[model] = key, {f"model.{n}.weight": w.detach().t().contiguous().t() for n, w in linears}
+    return _layouts[model][1]
+
+class _Swapped(torch.nn.Module):
+    "`forward(fn, *args)` is `fn(model, *args)`: run through `functional_call`, with some of the weights swapped."
+    def __init__(self, model: GPT):
+        super().__init__()
+        self.model = model
+    def forward(self, fn, *args): return fn(self.model, *args)
+
+def _step_transposed(swapped: _Swapped, weights: dict, *args):
+    return torch.func.functional_call(swapped, weights, (decode_step, *args), tie_weights=False, strict=False)
+
+def _block_transposed(swapped: _Swapped, weights: dict, *args):
+    return torch.func.functional_call(swapped, weights, (decode_block, *args), tie_weights=False, strict=False)
+
+
+# %% ../nbs/02f_static_cache.ipynb
 _compiled = {}
 
+# On a CPU: Inductor's C++ wrapper calls the kernels from C++, and a product of one row by a weight matrix (batch 1)
+# becomes a fused multiply-and-sum kernel instead of a BLAS call that first copies the bias into its output.
+_CPU_OPTIONS = {"cpp_wrapper": True, "post_grad_fusion_options": {"decompose_mm_pass": {}}}
+
 def _maybe_compiled(fn, compile: bool, device_type: str = "cpu"):
-    """`fn` (`decode_step` or `decode_block`), or its compiled version (made once per process, function and device type;
-    torch.compile specialises it per model and shape). On a CPU, Inductor's C++ wrapper calls the kernels from C++."""
+    """`fn` (`decode_step`, `decode_block` or their `_transposed` forms), or its compiled version (made once per process, function and device type;
+    torch.compile specialises it per model and shape, all but the cache length that `_filled` marks dynamic)."""
     if not compile: return fn
     if (fn, device_type) not in _compiled:
-        options = {"cpp_wrapper": True} if device_type == "cpu" else {}
-        _compiled[fn, device_type] = compile_quietly(fn, dynamic=False, fullgraph=True, options=options)
+        options = _CPU_OPTIONS if device_type == "cpu" else {}
+        _compiled[fn, device_type] = compile_quietly(fn, dynamic=None, fullgraph=True, options=options)
     return _compiled[fn, device_type]
+
+def _filled(cache: StaticKVCache, compiled: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Views of the cache's keys, values and `valid` up to its next slot (at least two: torch.compile treats a length
+    of one apart): a new token attends over these alone. Compiled, their length is marked dynamic, so that one
+    compilation serves every length."""
+    n = min(max(cache.pos, 2), cache.max_len)
+    k, v, valid = cache.k[:, :, :, :n], cache.v[:, :, :, :n], cache.valid[:, :n]
+    if compiled and n > 1:   # mark_dynamic, not maybe_: an error if the compiled code were specialised to one length
+        for t, dim in ((k, 3), (v, 3), (valid, 1)): torch._dynamo.mark_dynamic(t, dim)
+    return k, v, valid
 
 class StaticDecoder:
     "Prefill `(B, T)` left-padded prompts, then one new id per row and call, through a `StaticKVCache` of `max_len` slots."
     def __init__(self, model: GPT, batch_size: int, max_len: int | None = None, compile: bool = False):
         self.model, self.cache = model, StaticKVCache(model, batch_size, max_len)
-        self.slot = torch.zeros(1, dtype=torch.long, device=self.cache.k.device)
-        self.compiled, self.step_fn, self.checked = compile, _maybe_compiled(decode_step, compile, self.cache.k.device.type), False
+        device = self.cache.k.device
+        self.slot = torch.zeros(1, dtype=torch.long, device=device)
+        self.transposed = device.type == "cpu" and batch_size > 1           # the linear weights in x @ W layout
+        self.lead = (_Swapped(model), _transposed_weights(model)) if self.transposed else (model,)
+        self.compiled, self.checked = compile, False
+        self.step_fn = _maybe_compiled(_step_transposed if self.transposed else decode_step, compile, device.type)
 
     def prefill(self, ids: torch.Tensor, start: torch.Tensor | None = None) -> torch.Tensor:
         "Logits `(B, V)` after the prompts `ids` `(B, T)`; `start` `(B,)`: each row's first real slot (default 0)."
@@ -155,7 +201,7 @@ def step(self: StaticDecoder, ids: torch.Tensor) -> torch.Tensor:
     "Logits `(B, V)` after one more id per row (`ids` `(B,)`), whose keys and values go to the next slot."
     c = self.cache
     self.slot.fill_(c.pos)
-    args = (self.model, ids, c.k, c.v, c.valid, c.start, self.slot)
+    args = (*self.lead, ids, *_filled(c, self.compiled), c.start, self.slot)
     if self.compiled and self.checked:                  # the first call checked the guards for this very setup
         with torch.compiler.set_stance("default", skip_guard_eval_unsafe=True): logits, k, v = self.step_fn(*args)
     else: logits, k, v = self.step_fn(*args)
@@ -210,8 +256,8 @@ def extend(self: StaticDecoder, ids: torch.Tensor) -> torch.Tensor:
     "Logits `(B, T, V)` at each of `T` more ids per row (`ids` `(B, T)`), whose keys and values go to the next `T` slots."
     c, T = self.cache, ids.shape[1]
     slots = torch.arange(c.pos, c.pos + T, device=ids.device)
-    fn = _maybe_compiled(decode_block, self.compiled, c.k.device.type)
-    logits, k, v = fn(self.model, ids, c.k, c.v, c.valid, c.start, slots)
+    fn = _maybe_compiled(_block_transposed if self.transposed else decode_block, self.compiled, c.k.device.type)
+    logits, k, v = fn(*self.lead, ids, *_filled(c, self.compiled), c.start, slots)
     self._write(slots, k, v)
     return logits
 
