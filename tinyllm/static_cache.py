@@ -201,7 +201,7 @@ def step(self: StaticDecoder, ids: torch.Tensor) -> torch.Tensor:
     "Logits `(B, V)` after one more id per row (`ids` `(B,)`), whose keys and values go to the next slot."
     c = self.cache
     self.slot.fill_(c.pos)
-    args = (*self.lead, ids, *_filled(c, self.compiled), c.start, self.slot)
+    args = (*self.lead, ids, *_filled(c, self.compiled and not self.checked), c.start, self.slot)
     if self.compiled and self.checked:                  # the first call checked the guards for this very setup
         with torch.compiler.set_stance("default", skip_guard_eval_unsafe=True): logits, k, v = self.step_fn(*args)
     else: logits, k, v = self.step_fn(*args)
