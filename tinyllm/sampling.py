@@ -274,9 +274,9 @@ def _decode_static(model, idx, start, max_new_tokens, choose, transforms, eot_id
     for i in range(max_new_tokens):
         if per_row:
             logits = torch.cat([process(logits[b:b + 1], seq[b:b + 1, int(start[b]):cur], transforms) for b in range(B)])
-        else: logits = process(logits, seq[:, :cur], transforms)
+        elif transforms: logits = process(logits, seq[:, :cur], transforms)
         nxt, done = _emit(choose(logits), alive, eot_id, on_token)
-        seq[:, cur] = nxt
+        seq.select(1, cur).copy_(nxt)
         cur += 1
         if done: break
         if i + 1 < max_new_tokens: logits = dec.window(seq[:, :cur], start) if dec.full else dec.step(nxt)

@@ -169,7 +169,7 @@ def _filled(cache: StaticKVCache, compiled: bool) -> tuple[torch.Tensor, torch.T
     of one apart): a new token attends over these alone. Compiled, their length is marked dynamic, so that one
     compilation serves every length."""
     n = min(max(cache.pos, 2), cache.max_len)
-    k, v, valid = cache.k[:, :, :, :n], cache.v[:, :, :, :n], cache.valid[:, :n]
+    k, v, valid = cache.k.narrow(3, 0, n), cache.v.narrow(3, 0, n), cache.valid.narrow(1, 0, n)
     if compiled and n > 1:   # mark_dynamic, not maybe_: an error if the compiled code were specialised to one length
         for t, dim in ((k, 3), (v, 3), (valid, 1)): torch._dynamo.mark_dynamic(t, dim)
     return k, v, valid
@@ -206,17 +206,17 @@ def step(self: StaticDecoder, ids: torch.Tensor) -> torch.Tensor:
         with torch.compiler.set_stance("default", skip_guard_eval_unsafe=True): logits, k, v = self.step_fn(*args)
     else: logits, k, v = self.step_fn(*args)
     self.checked = True
-    self._write(self.slot, k, v)
+    self._write(k, v)
     return logits
 
 @patch
-def _write(self: StaticDecoder, slots: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
-    "Write the new keys and values of a step at the cache's next `slots` `(T,)`, and mark them filled."
-    c = self.cache
-    c.k.index_copy_(3, slots, k.to(c.k.dtype))
-    c.v.index_copy_(3, slots, v.to(c.v.dtype))
-    c.valid.index_fill_(1, slots, True)                 # a real token in every row (padding is only at the left)
-    c.pos += len(slots)
+def _write(self: StaticDecoder, k: torch.Tensor, v: torch.Tensor) -> None:
+    "Write the new keys and values `(n_layer, B, n_kv_head, T, hd)` of a step at the cache's next `T` slots; mark them filled."
+    c, T = self.cache, k.shape[3]
+    c.k.narrow(3, c.pos, T).copy_(k)
+    c.v.narrow(3, c.pos, T).copy_(v)
+    c.valid.narrow(1, c.pos, T).fill_(True)             # a real token in every row (padding is only at the left)
+    c.pos += T
 
 @patch
 def window(self: StaticDecoder, seq: torch.Tensor, start: torch.Tensor) -> torch.Tensor:
@@ -258,7 +258,7 @@ def extend(self: StaticDecoder, ids: torch.Tensor) -> torch.Tensor:
     slots = torch.arange(c.pos, c.pos + T, device=ids.device)
     fn = _maybe_compiled(_block_transposed if self.transposed else decode_block, self.compiled, c.k.device.type)
     logits, k, v = fn(*self.lead, ids, *_filled(c, self.compiled), c.start, slots)
-    self._write(slots, k, v)
+    self._write(k, v)
     return logits
 
 @patch(as_prop=True)
