@@ -151,9 +151,10 @@ def _block_transposed(swapped: _Swapped, weights: dict, *args):
 # %% ../nbs/02f_static_cache.ipynb
 _compiled = {}
 
-# On a CPU: Inductor's C++ wrapper calls the kernels from C++, and a product of one row by a weight matrix (batch 1)
-# becomes a fused multiply-and-sum kernel instead of a BLAS call that first copies the bias into its output.
-_CPU_OPTIONS = {"cpp_wrapper": True, "post_grad_fusion_options": {"decompose_mm_pass": {}}}
+# On a CPU: Inductor's C++ wrapper calls the kernels from C++, the step's intermediate buffers come from one pooled
+# allocation instead of a hundred small ones, and a product of one row by a weight matrix (batch 1) becomes a fused
+# multiply-and-sum kernel instead of a BLAS call that first copies the bias into its output.
+_CPU_OPTIONS = {"cpp_wrapper": True, "memory_planning": True, "post_grad_fusion_options": {"decompose_mm_pass": {}}}
 
 def _maybe_compiled(fn, compile: bool, device_type: str = "cpu"):
     """`fn` (`decode_step`, `decode_block` or their `_transposed` forms), or its compiled version (made once per process, function and device type;
