@@ -12,6 +12,8 @@ Seed preset (d_model 256, 6 layers, 8 heads, block 256) with an 8,192-token voca
   bare default step    `make_train_step(model, adamw(...)(model))` with its defaults (bf16 autocast, eager on CPU,
                        no clipping): the step the trainer adds bookkeeping to, on precomputed batches.
   bare step + clip     the same with `grad_clip=1.0`: the same arithmetic as the trainer's step, minus bookkeeping.
+  bare step, compiled  the default step with `compile=True` (`train.compile = true`; on a CPU the default is eager,
+                       which starts at once where compiling takes tens of seconds).
   nanoGPT ...          karpathy/nanoGPT's own model.py, unmodified, imported from ../shared/reference/nanogpt (or
                        $NANOGPT_DIR), stepped as its train.py does (forward, backward, clip_grad_norm_ 1.0, AdamW from
                        its configure_optimizers, zero_grad), under bf16 autocast, compiled and eager. Note: upstream
@@ -185,6 +187,10 @@ def main(argv=None):
         model = GPT(cfg)
         variants[name] = make_train_step(model, adamw(lr=LR, weight_decay=0.1)(model), grad_clip=clip)
     opts = variants["bare default step"].options
+    if not args.no_compile:                           # the same step compiled (train.compile = true): opt-in on a CPU
+        torch.manual_seed(0)
+        model = GPT(cfg)
+        variants["bare step, compiled"] = make_train_step(model, adamw(lr=LR, weight_decay=0.1)(model), compile=True)
     nano, where = load_nanogpt()
     if nano is None: print(f"nanoGPT rows skipped: {where}")
     else:
@@ -254,6 +260,10 @@ def main(argv=None):
         print(f"  (nanoGPT compile + first two steps: {warm[ref]:.1f} s; Inductor caches kernels on disk, so a second "
               "run compiles faster)")
     else: print("default path vs nanoGPT compiled bf16: not measured (see above)")
+    mine = "bare step, compiled"
+    if ref in med and mine in med:
+        print(f"our step compiled (train.compile = true) vs {ref}: {med[ref] / med[mine]:.2f}x by median tokens/s "
+              f"({paired(ref, mine):.2f}x paired); compile + first two steps {warm[mine]:.1f} s")
     fair = "nanoGPT compiled fp32"
     if fair in med:
         print(f"default path vs {fair} (nanoGPT's faster CPU path where bf16 is not native): "
@@ -272,7 +282,10 @@ def main(argv=None):
                             "mfu": mfu(fpt, ntok / med[n], peak[dtype_of[n]])} for n in names},
                "speedup_vs_nanogpt_compiled_bf16": med[ref] / med[bare] if ref in med else None,
                "speedup_paired": paired(ref, bare) if ref in med else None,
-               "speedup_with_clip": med[ref] / med[clip] if ref in med else None, "budgets": budgets,
+               "speedup_with_clip": med[ref] / med[clip] if ref in med else None,
+               "compiled_speedup_vs_nanogpt_compiled_bf16": med[ref] / med[mine] if ref in med and mine in med else None,
+               "compiled_speedup_paired": paired(ref, mine) if ref in med and mine in med else None,
+               "budgets": budgets,
                "gemm_rates_bf16": rates, "gemm_peak_bf16": bf16_peak}
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
