@@ -40,7 +40,7 @@ COMMANDS = {
                       "Generate text from a trained checkpoint with a chosen decoding strategy.", "04c_inference"),
     "eval": Command("tinyllm.inference", "evaluate a checkpoint (loss, perplexity, bits per byte)",
                     "Evaluate a checkpoint on held-out text: loss, per-token perplexity and bits per byte.", "04c_inference"),
-    "bench": Command("tinyllm.cli", "run a benchmark from bench/ (bpe, model, data)",
+    "bench": Command("tinyllm.cli", "run a benchmark from bench/ (bpe, decode, model, trainer, ...)",
                      "Run one of the repository's benchmarks, which print tinyllm's figures beside reference libraries "
                      "measured in the same process.", "all"),
 }
@@ -108,7 +108,7 @@ BENCH_ENV = "TINYLLM_BENCH"
 def _add_bench(p: argparse.ArgumentParser):
     p.add_argument("--bench-dir", type=Path, default=None, metavar="DIR",
                    help=f"folder of the benchmark scripts (default: ${BENCH_ENV}, else ./bench: run from a clone's root)")
-    p.add_argument("name", metavar="NAME", help="which benchmark: bpe, data, model, sampling or trainer")
+    p.add_argument("name", metavar="NAME", help="which benchmark: bpe, data, decode, model, sampling or trainer")
     p.add_argument("args", nargs=argparse.REMAINDER, help="arguments passed to the benchmark (e.g. --quick)")
     p.set_defaults(func=_bench)
 
