@@ -141,11 +141,16 @@ class _Swapped(torch.nn.Module):
         self.model = model
     def forward(self, fn, *args): return fn(self.model, *args)
 
-def _step_transposed(swapped: _Swapped, weights: dict, *args):
-    return torch.func.functional_call(swapped, weights, (decode_step, *args), tie_weights=False, strict=False)
+_transposed_fns = {}
 
-def _block_transposed(swapped: _Swapped, weights: dict, *args):
-    return torch.func.functional_call(swapped, weights, (decode_block, *args), tie_weights=False, strict=False)
+def _transposed(fn):
+    """`fn(model, *args)` as `run(swapped, weights, *args)`: `fn` with `weights` swapped into the model. One `run` per
+    `fn`, made once, so that torch.compile caches one compiled version of each."""
+    if fn not in _transposed_fns:
+        def run(swapped: _Swapped, weights: dict, *args):
+            return torch.func.functional_call(swapped, weights, (fn, *args), tie_weights=False, strict=False)
+        _transposed_fns[fn] = run
+    return _transposed_fns[fn]
 
 
 # %% ../nbs/02f_static_cache.ipynb
@@ -184,7 +189,11 @@ class StaticDecoder:
         self.transposed = device.type == "cpu" and batch_size > 1           # the linear weights in x @ W layout
         self.lead = (_Swapped(model), _transposed_weights(model)) if self.transposed else (model,)
         self.compiled, self.checked = compile, False
-        self.step_fn = _maybe_compiled(_step_transposed if self.transposed else decode_step, compile, device.type)
+        self.step_fn = self._fn(decode_step)
+
+    def _fn(self, fn):
+        "`fn` as this decoder runs it: with the transposed weights or not, compiled or not."
+        return _maybe_compiled(_transposed(fn) if self.transposed else fn, self.compiled, self.cache.k.device.type)
 
     def prefill(self, ids: torch.Tensor, start: torch.Tensor | None = None) -> torch.Tensor:
         "Logits `(B, V)` after the prompts `ids` `(B, T)`; `start` `(B,)`: each row's first real slot (default 0)."
@@ -257,8 +266,7 @@ def extend(self: StaticDecoder, ids: torch.Tensor) -> torch.Tensor:
     "Logits `(B, T, V)` at each of `T` more ids per row (`ids` `(B, T)`), whose keys and values go to the next `T` slots."
     c, T = self.cache, ids.shape[1]
     slots = torch.arange(c.pos, c.pos + T, device=ids.device)
-    fn = _maybe_compiled(_block_transposed if self.transposed else decode_block, self.compiled, c.k.device.type)
-    logits, k, v = fn(*self.lead, ids, *_filled(c, self.compiled), c.start, slots)
+    logits, k, v = self._fn(decode_block)(*self.lead, ids, *_filled(c, self.compiled), c.start, slots)
     self._write(k, v)
     return logits
 
