@@ -112,8 +112,41 @@ def test_merge_rule_equals_rank_rule(gpt2, tiktoken_gpt2):
             strings.append(t.decode("utf-8", "replace"))
     assert len(strings) > 30_000
     for s in strings[::3]:
-        for v in (s, s + s, "x" + s + "s"):
+        for v in (s, s + s, "x" + s + "s"):   # the merge replay itself (encode would take a whole token as it is)
+            assert [i for p in pretokenize(v) for i in gpt2._bpe(p)] == tiktoken_gpt2.encode_ordinary(v), v
             assert gpt2.encode_ordinary(v) == tiktoken_gpt2.encode_ordinary(v), v
+
+
+def replays_to_itself(tok: Tokenizer) -> list[bytes]:
+    "The ordinary tokens whose bytes (valid UTF-8) the merge replay does not turn back into that one token."
+    bad = []
+    for b, i in tok._whole.items():
+        try: s = b.decode("utf-8")
+        except UnicodeDecodeError: continue   # not text on its own: never a whole pre-token
+        if tok._bpe(s) != (i,): bad.append(b)
+    return bad
+
+
+def test_whole_token_rule(gpt2, small, tmp_path):
+    """A pre-token that is a token is taken as it is (tiktoken's rule): on vocabularies from BPE training that is what
+    the replay gives for every token; on a hand-made one where it is not, tiktoken and Hugging Face agree with us."""
+    assert len(gpt2._whole) == 50_256 and not replays_to_itself(gpt2)
+    assert len(small._whole) == small.vocab_size - 1 and not replays_to_itself(small)
+    byte_vocab = {i: bytes([i]) for i in range(256)}
+    odd = Tokenizer(byte_vocab | {256: b"bc", 257: b"ab", 258: b"abc"}, [(b"b", b"c"), (b"a", b"b"), (b"ab", b"c")])
+    assert replays_to_itself(odd) == [b"abc"] and odd._bpe("abc") == (97, 256)
+    assert odd.encode_ordinary("abc abcd") == [258, 32, 97, 256, 100]
+    with_special = Tokenizer(odd.vocab, odd.merges, ["abc"])   # a special is never taken for a whole pre-token
+    assert with_special.encode_ordinary("abc") == [97, 256] and with_special.encode("abc") == [258]
+    import tiktoken
+    from tiktoken.load import load_tiktoken_bpe
+    enc = tiktoken.Encoding("odd", pat_str=pretok.GPT2_PATTERN, special_tokens={},
+                            mergeable_ranks=load_tiktoken_bpe(str(odd.to_tiktoken(tmp_path / "odd.tiktoken"))))
+    assert enc.encode_ordinary("abc") == [258]   # (on "abcd" its rank rule would join a+bc: a second, known difference)
+    HFTokenizer = pytest.importorskip("tokenizers").Tokenizer
+    hf = HFTokenizer.from_file(str(odd.to_hf(tmp_path / "odd.json")))
+    assert hf.encode("abc abcd abc").ids == odd.encode("abc abcd abc") == [258, 32, 97, 256, 100, 32, 97, 256]
+    assert HFTokenizer.from_file(str(small.to_hf(tmp_path / "small.json"))).model.ignore_merges
 
 
 @pytest.mark.slow

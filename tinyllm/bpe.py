@@ -50,7 +50,9 @@ class Tokenizer:
         self._ranks = self._merge_ranks()                     # (id_a, id_b) -> (rank, id of a+b)
         self._special_re = _special_regex(self.special_tokens)
         self._max_special = max(map(len, self.special_tokens), default=0)
-        self._cache = _BPECache(self._bpe, self.cache_size)       # pre-token -> ids
+        specials = set(self.special_ids.values())
+        self._whole = {b: i for b, i in self._ids.items() if i not in specials}  # a pre-token that is one token
+        self._cache = _BPECache(lambda p: self._encode_piece(p), self.cache_size)  # pre-token -> ids
         self._words = _BPECache(lambda w: self._encode_word(w), self.cache_size)  # word -> ids of " " + word
         self._fingerprint = None
 
@@ -117,6 +119,13 @@ def _bpe(self: Tokenizer, piece: str) -> tuple[int, ...]:
         ids = _merge_word(ids, pair[0], pair[1], best[1])
     return tuple(ids)
 
+@patch
+def _encode_piece(self: Tokenizer, piece: str) -> tuple[int, ...]:
+    "Ids of one pre-token: the token itself when the pre-token is a token of the vocabulary (tiktoken's rule), else `_bpe`."
+    try: i = self._whole.get(piece.encode("utf-8"))
+    except UnicodeEncodeError: i = None
+    return (i,) if i is not None else self._bpe(piece)
+
 # %% ../nbs/01c_tokenizer.ipynb
 @patch(as_prop=True)
 def vocab_size(self: Tokenizer) -> int:
@@ -161,7 +170,9 @@ def _encode_word(self: Tokenizer, word: str) -> tuple[int, ...]:
     "Ids of `" " + word` (`word` holds no space): one pre-token if it is a space and ASCII letters, else pre-tokenized."
     piece = " " + word
     if word.isascii() and word.isalpha(): return self._cache[piece]
-    return tuple(chain.from_iterable(map(self._cache.__getitem__, pretokenize(piece))))
+    pieces = pretokenize(piece)
+    if len(pieces) == 1: return self._cache[piece]
+    return tuple(chain.from_iterable(map(self._cache.__getitem__, pieces)))
 
 @patch
 def _encode_span(self: Tokenizer, text: str, pos: int, end: int) -> list[int]:

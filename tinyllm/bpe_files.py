@@ -196,7 +196,7 @@ def write_hf(path, vocab: dict[int, bytes], merges, special_ids: dict[str, int])
                              "normalized": False, "special": True} for s, i in special_ids.items()],
            "normalizer": None, "pre_tokenizer": byte_level, "post_processor": None, "decoder": byte_level,
            "model": {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
-                     "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False, "ignore_merges": False,
+                     "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False, "ignore_merges": True,
                      "vocab": hf_vocab, "merges": [[token_to_str(a), token_to_str(b)] for a, b in merges]}}
     with atomic_write(path, "w", encoding="utf-8") as f: json.dump(doc, f, ensure_ascii=False)
     return Path(path)
