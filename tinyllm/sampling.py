@@ -20,7 +20,7 @@ from .static_cache import StaticDecoder, left_pad
 # %% auto 0
 __all__ = ['NEG_INF', 'Transform', 'OnToken', 'SamplingError', 'Temperature', 'TopK', 'TopP', 'MinP', 'TypicalP',
            'RepetitionPenalty', 'FrequencyPenalty', 'NoRepeatNGram', 'process', 'make_transforms', 'check_prompt',
-           'greedy', 'sample']
+           'argmax_ids', 'greedy', 'sample']
 
 # %% ../nbs/04_sampling.ipynb
 class SamplingError(TinyLLMError, ValueError):
@@ -307,12 +307,17 @@ def _decode(model, idx, max_new_tokens, choose, transforms=(), eot_id=None, use_
     return [_until_eot(out[b, int(s):], ids.shape[1] - int(s), eot_id) for b, s in enumerate(start)]
 
 # %% ../nbs/04_sampling.ipynb
+def argmax_ids(logits: torch.Tensor) -> torch.Tensor:
+    """The id of each row's largest logit `(B, V)` -> `(B,)`, the first of equals and a NaN counting as largest, exactly
+    as `torch.argmax`: on a CPU numpy's, which is several times faster on rows this short."""
+    if logits.device.type != "cpu" or logits.dtype not in (torch.float32, torch.float64): return logits.argmax(-1)
+    return torch.from_numpy(logits.detach().numpy().argmax(-1).astype(np.int64, copy=False))
+
 def greedy(model, idx, max_new_tokens: int, eot_id: int | None = None, transforms: Sequence[Transform] = (),
            use_cache: bool = True, on_token: OnToken | None = None, compile: bool = False):
     """Append up to `max_new_tokens` argmax ids to each row of `idx` `(B, T)`, or to each prompt of a list of prompts of
     different lengths (then a list comes back); a row stops after `eot_id`. `compile`: compile the one-token step."""
-    return _decode(model, idx, max_new_tokens, lambda logits: logits.argmax(-1), transforms, eot_id, use_cache, on_token,
-                   compile)
+    return _decode(model, idx, max_new_tokens, argmax_ids, transforms, eot_id, use_cache, on_token, compile)
 
 def sample(model, idx, max_new_tokens: int, transforms: Sequence[Transform] = (), generator: torch.Generator | None = None,
            eot_id: int | None = None, use_cache: bool = True, on_token: OnToken | None = None, compile: bool = False):
