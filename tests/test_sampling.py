@@ -206,6 +206,34 @@ def test_top_p_1_is_multinomial(model):
         assert torch.equal(S.sample(model, PROMPT, 30, [S.TopP(1.0)], gen(seed)), S.sample(model, PROMPT, 30, [], gen(seed)))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_multinomial_ids_draws_as_torch(dtype, monkeypatch):
+    "The bulk draw: torch.multinomial's ids and generator state, normalized or not, zeros never drawn, any batch size."
+    for B, V in ((1, 8192), (8, 8192), (3, 50257), (2, 2), (5, 1)):
+        for seed in range(4):
+            w = torch.rand(B, V, generator=torch.Generator().manual_seed(seed), dtype=dtype) ** 4 * (seed + 1)
+            if V > 2: w[:, 1::3] = 0
+            g, h = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed)
+            for _ in range(3):
+                a = S.multinomial_ids(w, g)
+                assert torch.equal(a, torch.multinomial(w, 1, generator=h).squeeze(1)) and a.dtype == torch.long
+                assert V <= 2 or not (a % 3 == 1).any()
+            assert torch.equal(g.get_state(), h.get_state())
+    w = torch.rand(4, 100)
+    torch.manual_seed(3); a = S.multinomial_ids(w)                       # the global generator, as transformers uses
+    torch.manual_seed(3); assert torch.equal(a, torch.multinomial(w, 1).squeeze(1))
+    monkeypatch.setattr(sampling, "_same_as_torch", False)              # a PyTorch that draws differently: its own call
+    g = torch.Generator().manual_seed(0)
+    assert torch.equal(S.multinomial_ids(w, g), torch.multinomial(w, 1, generator=torch.Generator().manual_seed(0)).squeeze(1))
+
+
+@pytest.mark.parametrize("bad", [[float("nan"), 1.0], [0.0, 0.0], [float("inf"), 1.0], [-1.0, 0.0], [-1.0, 0.5]])
+def test_multinomial_ids_rejects_what_torch_rejects(bad):
+    w = torch.tensor([[0.5, 0.5], bad])
+    with pytest.raises(S.SamplingError, match="cannot sample"): S.multinomial_ids(w)
+    with pytest.raises(RuntimeError): torch.multinomial(w, 1)
+
+
 def test_contrastive_alpha_0_is_greedy(model):
     assert torch.equal(S.contrastive_search(model, PROMPT, 25, penalty_alpha=0.0, top_k=5), S.greedy(model, PROMPT, 25))
 

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from .model import GPT
 from .sampling import (FrequencyPenalty, NoRepeatNGram, RepetitionPenalty, Transform, _fail, _inference,
-                              check_prompt, process)
+                              check_prompt, multinomial_ids, process)
 from .static_cache import StaticDecoder
 
 # %% auto 0
@@ -39,7 +39,7 @@ def speculative_accept(p: torch.Tensor, q: torch.Tensor, draft: torch.Tensor,
     residual = (pn - qn).clamp(min=0)
     mass = residual.sum(-1, keepdim=True)
     residual = torch.where(mass > 0, residual / mass.clamp(min=1e-30), pn)   # p == q: a rejection cannot happen
-    return n, torch.multinomial(residual, 1, generator=generator).squeeze(1)
+    return n, multinomial_ids(residual, generator)
 
 @dataclass
 class SpeculativeStats:
@@ -106,7 +106,7 @@ def _speculative_round(target, draft, tc, dc, sub, La, g: int, dist, generator):
     rows, qs = torch.arange(len(sub), device=sub.device), []
     for j in range(g):
         qj = dist(_logits_at(draft, dc, sub, (La - 1 + j)[:, None]))[:, 0]
-        sub[rows, La + j] = torch.multinomial(qj, 1, generator=generator).squeeze(1)
+        sub[rows, La + j] = multinomial_ids(qj, generator)
         qs.append(qj)
     p = dist(_logits_at(target, tc, sub, (La - 1)[:, None] + torch.arange(g + 1, device=sub.device)))
     drafted = sub.gather(1, La[:, None] + torch.arange(g, device=sub.device))
