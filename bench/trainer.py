@@ -22,6 +22,9 @@ Variants run interleaved (round-robin: one step of each in turn, `--steps` turns
 other round) because the machine is shared; we report each one's median and best step. Warm-up (the first two steps,
 including compilation) is timed separately. MFU = `GPT.flops_per_token()` x tokens/s over the best bf16 2048^3 GEMM
 rate measured between rounds.
+On a CPU the trainer makes glibc keep freed memory (`tinyllm.step.keep_freed_memory`: a step's 64 MB buffers are reused
+instead of being mapped and zeroed anew at every step); that setting is process-wide, so the bench applies it before
+any variant runs and every variant, nanoGPT's included, gets it (`--malloc-default` leaves glibc's defaults for all).
 Goals: trainer overhead (median trainer step / median bare default step - 1) < 3%; default path >= 1.3x nanoGPT
 compiled bf16 by median tokens/s.
 """
@@ -48,7 +51,7 @@ from tinyllm.data import RandomBatches
 from tinyllm.model import GPT, GPTConfig
 from tinyllm.optimizers import adamw
 from tinyllm.perf import gemm_peak_flops, machine, mfu
-from tinyllm.trainer import TrainConfig, Trainer, make_train_step
+from tinyllm.trainer import TrainConfig, Trainer, keep_freed_memory, make_train_step
 
 ROOT = Path(__file__).resolve().parent.parent
 NANOGPT_DIR = Path(os.environ.get("NANOGPT_DIR", ROOT.parent / "shared" / "reference" / "nanogpt"))
@@ -166,12 +169,16 @@ def main(argv=None):
     ap.add_argument("--no-compile", action="store_true", help="skip the compiled nanoGPT row(s)")
     ap.add_argument("--nano-fp32", action="store_true", help="also nanoGPT compiled float32 (its train.py on CPU)")
     ap.add_argument("--no-budget", action="store_true", help="skip the time budgets (where a step's time goes)")
+    ap.add_argument("--malloc-default", action="store_true",
+                    help="leave glibc's malloc as it is (TINYLLM_MALLOC=default; the trainer would otherwise tune it)")
     ap.add_argument("--json", default=str(ROOT / "bench" / "results" / "trainer.json"),
                     help="where every figure goes (default bench/results/trainer.json; '' for nowhere)")
     args = ap.parse_args(argv)
     rounds = args.rounds or (3 if args.quick else 5)
     steps = args.steps or (2 if args.quick else 3)
     if args.threads: torch.set_num_threads(args.threads)
+    if args.malloc_default: os.environ["TINYLLM_MALLOC"] = "default"
+    malloc = "freed memory kept (keep_freed_memory)" if keep_freed_memory() else "glibc's defaults"
 
     cfg = GPTConfig.from_preset("seed")
     tokens = np.random.default_rng(0).integers(0, cfg.vocab_size, size=2_000_000, dtype=np.uint16)
@@ -204,6 +211,7 @@ def main(argv=None):
     attention = "bmm" if opts["dtype"] == torch.bfloat16 else "SDPA"      # the model's rule: bmm under CPU bf16 autocast
     print(f"default path on CPU: dtype={opts['dtype']}, compile={opts['compile']}, fused AdamW, {attention} attention; "
           f"nanoGPT: {where if nano else '-'}")
+    print(f"malloc: {malloc}, process-wide, so for every variant alike (the trainer sets it on a CPU)")
 
     calls, counter = {}, [0]
     for name, fn in variants.items():                 # a uniform no-argument call per variant
@@ -275,7 +283,8 @@ def main(argv=None):
           ", ".join(f"{k} {v['flops_per_s'] / 1e9:.0f} GFLOP/s ({v['flops_per_s'] / bf16_peak:.0%})" for k, v in rates.items()))
     print(f"at those rates the Linear layers' products take {1e3 * sum(v['step_s'] for v in rates.values()):.0f} ms of "
           f"a step (forward and backward), against {1e3 * med[bare]:.0f} ms for the whole default step")
-    results = {"machine": machine(), "batch": args.batch, "block_size": cfg.block_size, "tokens_per_step": ntok,
+    results = {"machine": machine(), "malloc": malloc, "batch": args.batch, "block_size": cfg.block_size,
+               "tokens_per_step": ntok,
                "flops_per_token": fpt, "rounds": rounds, "steps": steps, "peak_flops": {str(k): v for k, v in peak.items()},
                "default": {k: str(v) for k, v in opts.items()},
                "rows": {n: {"warmup_s": warm[n], "median_s": med[n], "best_s": min(times[n]), "tokens_per_s": ntok / med[n],

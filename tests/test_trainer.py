@@ -1,6 +1,9 @@
 """The trainer's contract: schedules, parameter groups, accumulation, precision, exact resume, on GPT and on a model
 that is not our GPT."""
 import math
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -261,3 +264,40 @@ def test_batches_that_run_out_and_missing_state(tmp_path):
     with pytest.raises(TinyLLMError, match="ran out at step 2"): t.fit()
     with pytest.raises(TinyLLMError, match="state_dict"):
         Trainer(GRULM(), iter([]), cfg(), out_dir=tmp_path)
+
+
+FAULTS = r"""
+import resource, sys, torch
+from tinyllm.step import keep_freed_memory
+def faults_per_step(n=4):
+    "Minor page faults per allocation of a 64 MB buffer that is then written, after a few (the heap settles on two)."
+    for _ in range(4): torch.empty(4096, 8192, dtype=torch.bfloat16).fill_(1)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(n): torch.empty(4096, 8192, dtype=torch.bfloat16).fill_(1)
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / n
+default = faults_per_step()
+print(default, keep_freed_memory(), faults_per_step())
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_keep_freed_memory_stops_refaulting_big_buffers(tmp_path):
+    "glibc's defaults map, fault in and zero a 64 MB buffer anew each time; after keep_freed_memory it is reused."
+    out = subprocess.run([sys.executable, "-c", FAULTS], capture_output=True, text=True, check=True).stdout.split()
+    default, applied, kept = float(out[0]), out[1] == "True", float(out[2])
+    if not applied: pytest.skip("not glibc")
+    assert default > 8000 and kept < 100, (default, kept)   # 64 MB = 16,384 pages of 4 KB
+    env = {**os.environ, "TINYLLM_MALLOC": "default"}
+    out = subprocess.run([sys.executable, "-c", FAULTS], capture_output=True, text=True, check=True, env=env).stdout.split()
+    assert out[1] == "False" and float(out[2]) > 8000
+
+
+def test_trainer_keeps_freed_memory_on_cpu(monkeypatch):
+    import tinyllm.trainer as tr
+    calls = []
+    monkeypatch.setattr(tr, "keep_freed_memory", lambda: calls.append(1) or True)
+    torch.manual_seed(0)
+    model = GPT(GPTConfig.from_preset("tiny"))
+    Trainer(model, RandomBatches(torch.randint(0, 256, (5000,)).numpy().astype("uint16"), 16, 2, seed=0),
+            TrainConfig(device="cpu", max_steps=2, warmup_steps=1))
+    assert calls == [1]

@@ -6,6 +6,9 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import os
+import sys
 from typing import Callable
 
 import torch
@@ -15,8 +18,8 @@ from .core import TinyLLMError, bf16_supported, compile_quietly   # chapter 0
 from .kernels import choose_kernels
 
 # %% auto 0
-__all__ = ['resolve_device', 'default_train_options', 'resolve_precision', 'autocast', 'compile_model', 'default_loss',
-           'to_device', 'batch_tokens', 'make_train_step']
+__all__ = ['resolve_device', 'default_train_options', 'resolve_precision', 'autocast', 'compile_model', 'keep_freed_memory',
+           'default_loss', 'to_device', 'batch_tokens', 'make_train_step']
 
 # %% ../nbs/03d_step.ipynb
 def resolve_device(device: str) -> torch.device:
@@ -52,6 +55,19 @@ def autocast(device_type: str, dtype: torch.dtype):
 def compile_model(model: torch.nn.Module) -> torch.nn.Module:
     "`torch.compile(model)`, quietly (see `tinyllm.core.compile_quietly`)."
     return compile_quietly(model)
+
+# %% ../nbs/03d_step.ipynb
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4    # glibc's mallopt parameters (malloc.h)
+
+def keep_freed_memory() -> bool:
+    """Make glibc's malloc serve big blocks from its heap and keep freed memory for reuse (process-wide), so that
+    a step's large buffers stop being mapped, faulted in and zeroed anew at every step. False where nothing changed:
+    not glibc, or `TINYLLM_MALLOC=default` in the environment."""
+    if os.environ.get("TINYLLM_MALLOC") == "default" or not sys.platform.startswith("linux"): return False
+    try: libc = ctypes.CDLL("libc.so.6")
+    except OSError: return False             # musl, or no libc by that name: leave its allocator alone
+    if not hasattr(libc, "mallopt"): return False
+    return bool(libc.mallopt(_M_MMAP_MAX, 0)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30))
 
 # %% ../nbs/03d_step.ipynb
 def default_loss(model: nn.Module, batch) -> torch.Tensor:

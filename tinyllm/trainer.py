@@ -29,7 +29,8 @@ from .perf import gemm_peak_flops, mfu, peak_memory_mb
 from .run_state import (Progress, check_out_dir, load_trainer, open_loggers, read_metrics,  # noqa: F401
                                save_trainer, set_deterministic)
 from .step import (autocast, batch_tokens, compile_model, default_loss, default_train_options,  # noqa: F401
-                          make_train_step, resolve_device, resolve_precision, to_device)
+                          keep_freed_memory, make_train_step, resolve_device, resolve_precision,
+                          to_device)
 # (read_metrics, make_train_step, default_loss, ...: imported here too, so that `from tinyllm.trainer import ...` finds
 # them where the trainer's users have always found them)
 
@@ -146,6 +147,7 @@ class Trainer:
         self.cfg = cfg = config or TrainConfig()
         self.device = resolve_device(cfg.device)
         self.dtype, self.compiled = resolve_precision(cfg, self.device)
+        if self.device.type == "cpu": keep_freed_memory()   # a step's big buffers reused, not re-faulted (03d)
         if cfg.deterministic: set_deterministic()
         self._place_model(model)
         self._make_optimizer(optimizer)
