@@ -332,7 +332,7 @@ def _bulk_draw_is_exact() -> bool:
 
 def multinomial_ids(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """One id per row of `probs` `(B, V)` (non-negative weights), drawn exactly as `torch.multinomial(probs, 1,
-    generator=generator)` draws it (same ids, same generator state after); on a CPU about three times faster."""
+    generator=generator)` draws it (same ids, same generator state after), faster on a CPU (chapter 4 times both)."""
     if (probs.device.type != "cpu" or probs.dtype not in (torch.float32, torch.float64) or probs.dim() != 2
             or not _bulk_draw_is_exact()):
         return torch.multinomial(probs, 1, generator=generator).squeeze(1)
