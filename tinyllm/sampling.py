@@ -81,8 +81,9 @@ class TopP:
     def __call__(self, logits: torch.Tensor, ids: torch.Tensor | None = None) -> torch.Tensor:
         sorted_logits = _sorted_values(logits)
         cum = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
-        dropped = (cum <= (1 - self.p)).sum(-1, keepdim=True)     # the least likely tokens, mass at most 1 - p
-        lowest_kept = sorted_logits.gather(-1, dropped.clamp(max=logits.shape[-1] - 1))   # the top one always stays
+        # the least likely tokens, of mass at most 1 - p: cum never decreases, so a binary search counts them
+        dropped = torch.searchsorted(cum, cum.new_full((cum.shape[0], 1), 1 - self.p), right=True)
+        lowest_kept = sorted_logits.gather(-1, dropped.clamp_(max=logits.shape[-1] - 1))  # the top one always stays
         return logits.masked_fill(logits < lowest_kept, NEG_INF)
 
 @dataclass(frozen=True)
