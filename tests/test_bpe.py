@@ -79,13 +79,28 @@ def test_space_split_matches_tiktoken(gpt2, tiktoken_gpt2, s):
     assert gpt2.encode_ordinary("x" + s + "y") == tiktoken_gpt2.encode_ordinary("x" + s + "y")
     # GPT-2 has few whitespace tokens, so a wrong cut in a run of spaces rarely changes its ids: a vocabulary that
     # merges whitespace does notice (the reference: BPE on each pre-token of the regex, itself checked above).
+    # Likewise a vocabulary that merges across the boundaries of letters, punctuation and line breaks, which the word
+    # cache's shortcuts (letters between punctuation, a word cut at its line breaks) must not cross.
     for t in ("x" + s + "y", s):
-        assert WHITESPACE_BPE.encode_ordinary(t) == [i for p in pretokenize(t) for i in WHITESPACE_BPE._bpe(p)]
+        for tok in (WHITESPACE_BPE, ACROSS_BPE):
+            assert tok.encode_ordinary(t) == [i for p in pretokenize(t) for i in tok._bpe(p)]
+
+
+def test_word_shortcuts_keep_pre_token_boundaries():
+    "Words the cache cuts without the regex, and their near misses (an apostrophe can start a contraction)."
+    words = ["!a!", "!'s", "a!'s", "Bb!'s", "'s!", "!a's", "a'", "(a)", "!\nB", "a!\nB!", "a\n\nB", "a\nB\n!a",
+             "!\n'sB", "a\r\nB", "a\t\n\tB", "a\n\n\tB", "a!1", "é!", "!é\nB", "Bb'", "Bb'!", "a'\nB"]
+    for w in words:
+        for t in (" " + w, "x " + w + " y", " ".join(words)):
+            assert ACROSS_BPE.encode_ordinary(t) == [i for p in pretokenize(t) for i in ACROSS_BPE._bpe(p)], t
 
 
 WHITESPACE_BPE = Tokenizer({i: bytes([i]) for i in range(256)} | {256: b"  ", 257: b"\n ", 258: b" \n", 259: b" a",
                                                                   260: b"   "},
                            [(b" ", b" "), (b"\n", b" "), (b" ", b"\n"), (b" ", b"a"), (b"  ", b" ")])
+_ACROSS = [(b"!", b"a"), (b"a", b"!"), (b" ", b"!"), (b"\n", b"B"), (b"!", b"\n"), (b"'", b"s"), (b"a", b"'"), (b" ", b"B"),
+           (b"\t", b"\n"), (b"\r", b"\n")]
+ACROSS_BPE = Tokenizer({i: bytes([i]) for i in range(256)} | {256 + r: a + b for r, (a, b) in enumerate(_ACROSS)}, _ACROSS)
 
 
 @pytest.mark.slow

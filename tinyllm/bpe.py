@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import hashlib
+import string
 from collections.abc import Iterable, Iterator
 from itertools import chain, islice
 from pathlib import Path
@@ -54,6 +55,7 @@ class Tokenizer:
         self._whole = {b: i for b, i in self._ids.items() if i not in specials}  # a pre-token that is one token
         self._cache = _BPECache(lambda p: self._encode_piece(p), self.cache_size)  # pre-token -> ids
         self._words = _BPECache(lambda w: self._encode_word(w), self.cache_size)  # word -> ids of " " + word
+        self._lines = _BPECache(lambda s: self._encode_line(s), self.cache_size)  # line -> ids of "\n" + line
         self._fingerprint = None
 
     def __getstate__(self): return {"vocab": self.vocab, "merges": self.merges, "special_tokens": self.special_tokens}
@@ -166,10 +168,28 @@ def train(cls: Tokenizer, input_path, vocab_size: int, special_tokens=None, num_
 
 # %% ../nbs/01c_tokenizer.ipynb
 @patch
+def _encode_line(self: Tokenizer, line: str) -> tuple[int, ...]:
+    "Ids of a line break followed by `line`, pre-tokenized."
+    return tuple(chain.from_iterable(map(self._cache.__getitem__, pretokenize("\n" + line))))
+
+_PUNCT = string.punctuation     # ASCII punctuation: after a space, or after letters, a run of it is one pre-token
+
+@patch
 def _encode_word(self: Tokenizer, word: str) -> tuple[int, ...]:
-    "Ids of `" " + word` (`word` holds no space): one pre-token if it is a space and ASCII letters, else pre-tokenized."
+    """Ids of a space followed by `word` (`word` holds no space). ASCII letters between runs of punctuation: a pre-token
+    each; line breaks between visible characters: cut there, the word before the first and each line break with the
+    line after it from their caches; else pre-tokenized."""
     piece = " " + word
-    if word.isascii() and word.isalpha(): return self._cache[piece]
+    if word.isascii() and word.strip(_PUNCT).isalpha():
+        a, b = len(word) - len(word.lstrip(_PUNCT)), len(word.rstrip(_PUNCT))   # where the letters start and end
+        ids = self._cache[piece[:a + 1]] + self._cache[word[a:b]] if a else self._cache[piece[:b + 1]]
+        return ids + self._cache[word[b:]] if b < len(word) else ids
+    if "\n" in word:
+        lines = word.split("\n")
+        if all(lines) and "".join(lines).isprintable():    # no empty line, no other whitespace: pre-token boundaries
+            ids = self._words[lines[0]]
+            for line in islice(lines, 1, None): ids += self._lines[line]
+            return ids
     pieces = pretokenize(piece)
     if len(pieces) == 1: return self._cache[piece]
     return tuple(chain.from_iterable(map(self._cache.__getitem__, pieces)))
