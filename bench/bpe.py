@@ -52,8 +52,10 @@ ENCODE_CASES = ("encode_ordinary", "encode", "encode_batch", "encode_batch_chunk
 # ----------------------------------------------------------------------------------------------------------- helpers
 def timed_pair(fa, fb, repeats: int, fresh: bool = False):
     """Two contenders timed `repeats` times each, interleaved (a, b, a, b, ...) after one warm-up each, so that a burst
-    of load from other processes on a shared machine hits both alike. Returns (median_a, out_a, median_b, out_b, best)
-    with `best` = (best_a, best_b). With `fresh`, `fa` and `fb` make the function to time (untimed), anew each round."""
+    of load from other processes on a shared machine hits both alike. Returns (median_a, out_a, median_b, out_b, best,
+    paired) with `best` = (best_a, best_b) and `paired` the median over the rounds of time_b / time_a (each round's own
+    ratio: a machine whose speed drifts between rounds moves it less). With `fresh`, `fa` and `fb` make the function to
+    time (untimed), anew each round."""
     make = (lambda f: f()) if fresh else (lambda f: f)
     make(fa)(), make(fb)()
     times, out = ([], []), [None, None]
@@ -64,7 +66,9 @@ def timed_pair(fa, fb, repeats: int, fresh: bool = False):
             t0 = time.perf_counter()
             out[k] = f()
             times[k].append(time.perf_counter() - t0)
-    return statistics.median(times[0]), out[0], statistics.median(times[1]), out[1], (min(times[0]), min(times[1]))
+    paired = statistics.median(b / a for a, b in zip(*times))
+    return (statistics.median(times[0]), out[0], statistics.median(times[1]), out[1], (min(times[0]), min(times[1])),
+            paired)
 
 
 def proc_status_kb(key: str) -> int:
@@ -221,7 +225,7 @@ def measure_in_subprocess(kind: str, path: Path, arg: float) -> dict:
 # --------------------------------------------------------------------------------------------------------- sections
 def bench_training(path: Path, vocab_size: int, repeats: int) -> dict:
     from tinyllm.bpe_train import train_bpe
-    t_ours, (vocab, merges), t_hf, hf, best = timed_pair(lambda: train_bpe(path, vocab_size, special_tokens=[EOT]),
+    t_ours, (vocab, merges), t_hf, hf, best, _ = timed_pair(lambda: train_bpe(path, vocab_size, special_tokens=[EOT]),
                                                          lambda: hf_train(path, vocab_size), repeats)
     # The same on one core: tinyllm without worker processes, `tokenizers` with its parallelism switched off (read
     # from the environment at each call). Less sensitive to other load on a shared machine.
@@ -232,7 +236,7 @@ def bench_training(path: Path, vocab_size: int, repeats: int) -> dict:
         finally:
             if old is None: del os.environ["TOKENIZERS_PARALLELISM"]
             else: os.environ["TOKENIZERS_PARALLELISM"] = old
-    t_ours1, (_, merges1), t_hf1, _, best1 = timed_pair(
+    t_ours1, (_, merges1), t_hf1, _, best1, _ = timed_pair(
         lambda: train_bpe(path, vocab_size, special_tokens=[EOT], num_processes=1), hf_serial, repeats)
     ours = {b for b in vocab.values() if b != EOT.encode()}
     theirs = hf_vocab_bytes(hf)
@@ -276,7 +280,8 @@ def bench_encoding(path: Path, repeats: int) -> dict:
         e = tiktoken.Encoding(f"{tk.name}-fresh", pat_str=tk._pat_str, mergeable_ranks=tk._mergeable_ranks,
                               special_tokens=tk._special_tokens)
         return lambda: e.encode_ordinary(text)
-    t_ours, ids_cold, t_tk, _, best = timed_pair(fresh_ours, fresh_tiktoken, repeats, fresh=True)
+    t_ours, ids_cold, t_tk, _, best, paired = timed_pair(fresh_ours, fresh_tiktoken, repeats, fresh=True)
+    out["cold_paired_ratio"] = paired
     out["cold_tinyllm_mbs"], out["cold_tiktoken_mbs"] = nbytes / MB / t_ours, nbytes / MB / t_tk
     out["cold_best_tinyllm_mbs"], out["cold_best_tiktoken_mbs"] = nbytes / MB / best[0], nbytes / MB / best[1]
 
@@ -290,12 +295,12 @@ def bench_encoding(path: Path, repeats: int) -> dict:
     }
     ids = {}
     for name, (f_ours, f_tk) in cases.items():
-        t_ours, a, t_tk, b, best = timed_pair(f_ours, f_tk, repeats)
+        t_ours, a, t_tk, b, best, paired = timed_pair(f_ours, f_tk, repeats)
         if name.startswith("encode_batch"):
             a, b = [i for s in a for i in s], [i for s in b for i in s]
         ids[name] = (a, b)
         out[name] = {"tinyllm_mbs": nbytes / MB / t_ours, "tiktoken_mbs": nbytes / MB / t_tk,
-                     "ratio": t_tk / t_ours, "tokens": len(b), "equal": list(a) == list(b),
+                     "ratio": t_tk / t_ours, "paired_ratio": paired, "tokens": len(b), "equal": list(a) == list(b),
                      "best_tinyllm_mbs": nbytes / MB / best[0], "best_tiktoken_mbs": nbytes / MB / best[1]}
         if not out[name]["equal"]:
             i = first_diff(list(a), list(b))
@@ -341,7 +346,8 @@ def render(res: dict) -> str:
         L.append(row.format("encode_ordinary, fresh tokenizer (MB/s)",
                             f"{en['cold_tinyllm_mbs']:.2f} ({en.get('cold_best_tinyllm_mbs', 0):.2f})",
                             f"{en['cold_tiktoken_mbs']:.2f} ({en.get('cold_best_tiktoken_mbs', 0):.2f})", f"{cold:.2f}x",
-                            f">= {TARGET_ENCODE:g}x tiktoken, first call: {verdict(cold >= TARGET_ENCODE)}"))
+                            f">= {TARGET_ENCODE:g}x tiktoken, first call: {verdict(cold >= TARGET_ENCODE)}"
+                            + (f" (rounds' own ratios: {en['cold_paired_ratio']:.2f}x)" if "cold_paired_ratio" in en else "")))
         for name, label, tgt in (("encode_ordinary", "encode_ordinary, 1 thread (MB/s)", True),
                                  ("encode", "encode (+specials), 1 thread (MB/s)", True),
                                  ("encode_batch", f"encode_batch, {w} workers, stories (MB/s)", False),

@@ -11,7 +11,8 @@ weights, float32, on the CPU, with the same threads. Every run generates exactly
 same seed differ between the libraries (their random streams differ) and are only timed.
 
 Variants, timed round-robin so that a slow moment of a shared machine hits all of them alike; each figure is the
-median over the rounds, with the best beside it:
+median over the rounds, with the best beside it (and, for the compiled decoder, the median of each round's own ratio to
+`generate`, which a machine whose speed drifts between rounds moves less):
   hf generate        transformers' `generate` (its DynamicCache, its own loop)
   tinyllm, eager     `tinyllm.sampling.greedy` / `sample`: the static KV cache, one preallocated id buffer, eager PyTorch
   tinyllm, compiled  the same with `compile=True`: the one-token step compiled once for its fixed shapes
@@ -134,14 +135,18 @@ def main():
                 ts = times[name, kind]
                 med, best = statistics.median(ts), min(ts)
                 hf_med = statistics.median(times["hf generate", kind])
+                paired = statistics.median(h / t for h, t in zip(times["hf generate", kind], ts))   # round by round
                 row[kind] = {"median_s": med, "best_s": best, "ms_per_step": med / new * 1e3,
-                             "tokens_per_s": batch * new / med, "speedup_vs_hf": hf_med / med, "rounds_s": ts}
+                             "tokens_per_s": batch * new / med, "speedup_vs_hf": hf_med / med,
+                             "paired_speedup_vs_hf": paired, "rounds_s": ts}
                 cells.append(f"{med / new * 1e3:>12.2f} ({best / new * 1e3:5.2f}){batch * new / med:>9,.0f}"
                              f"{hf_med / med:>6.2f}x")
             row["floor_ms_per_step"], row["memory_floor_ms_per_step"] = floor_ms, mem_ms
             row["bytes_per_step"], row["read_bandwidth"] = nbytes, bandwidth
             results["rows"].append(row)
             print(f"{name:<20}" + "".join(cells))
+        paired = [f"{r[k]['paired_speedup_vs_hf']:.2f}x" for r in results["rows"][-1:] for k in ("greedy", "top-p")]
+        print(f"compiled vs hf, the median of the rounds' own ratios: greedy {paired[0]}, top-p {paired[1]}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=1))
     print(f"\nresults: {args.out}")
