@@ -180,8 +180,10 @@ def _encode_word(self: Tokenizer, word: str) -> tuple[int, ...]:
     each; line breaks between visible characters: cut there, the word before the first and each line break with the
     line after it from their caches; else pre-tokenized."""
     piece = " " + word
-    if word.isascii() and word.strip(_PUNCT).isalpha():
-        a, b = len(word) - len(word.lstrip(_PUNCT)), len(word.rstrip(_PUNCT))   # where the letters start and end
+    letters = word.strip(_PUNCT) if word.isascii() else ""
+    if letters.isalpha():
+        a = len(word) - len(word.lstrip(_PUNCT))                  # where the letters start and end
+        b = a + len(letters)
         ids = self._cache[piece[:a + 1]] + self._cache[word[a:b]] if a else self._cache[piece[:b + 1]]
         return ids + self._cache[word[b:]] if b < len(word) else ids
     if "\n" in word:
