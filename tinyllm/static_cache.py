@@ -20,17 +20,16 @@ __all__ = ['StaticKVCache', 'left_pad', 'forward_static', 'decode_step', 'Static
 
 # %% ../nbs/02f_static_cache.ipynb
 class StaticKVCache:
-    """Keys and values of every layer in buffers allocated once: `(n_layer, B, n_kv_head, max_len, head_dim)`. Row b's
-    tokens fill slots `start[b]:pos` (left padding before them); `valid` `(B, max_len)` marks the slots that hold one."""
+    """Keys and values of every layer in one buffer allocated once, `kv` `(2, n_layer, B, n_kv_head, max_len, head_dim)`
+    (`k` and `v` are its halves). Row b's tokens fill slots `start[b]:pos`, its left padding the slots before them."""
     def __init__(self, model: GPT, batch_size: int, max_len: int | None = None, dtype: torch.dtype | None = None):
         cfg, p = model.config, next(model.parameters())
         self.max_len = max_len or cfg.block_size
         if not 1 <= self.max_len <= cfg.block_size:
             raise ModelInputError(f"StaticKVCache max_len={self.max_len} must be in [1, block_size={cfg.block_size}]")
-        shape = (cfg.n_layer, batch_size, cfg.kv_heads, self.max_len, cfg.head_dim)
-        self.k = torch.zeros(shape, device=p.device, dtype=dtype or p.dtype)
-        self.v = torch.zeros_like(self.k)
-        self.valid = torch.zeros(batch_size, self.max_len, dtype=torch.bool, device=p.device)
+        shape = (2, cfg.n_layer, batch_size, cfg.kv_heads, self.max_len, cfg.head_dim)
+        self.kv = torch.zeros(shape, device=p.device, dtype=dtype or p.dtype)
+        self.k, self.v = self.kv[0], self.kv[1]
         self.start = torch.zeros(batch_size, dtype=torch.long, device=p.device)
         self.pos = 0
 
@@ -39,7 +38,6 @@ class StaticKVCache:
 
     def reset(self, start: torch.Tensor | None = None) -> None:
         "Forget every slot; `start` `(B,)`: where each row's next prompt begins (its left padding before it)."
-        self.valid.zero_()
         self.start.copy_(start if start is not None else torch.zeros_like(self.start))
         self.pos = 0
 
@@ -77,10 +75,10 @@ def _embed(model: GPT, idx: torch.Tensor, positions: torch.Tensor):
 def forward_static(model: GPT, idx: torch.Tensor, cache: StaticKVCache, slots: torch.Tensor) -> torch.Tensor:
     "Float32 logits `(B, V)` of the last position after ids `idx` `(B, T)`, written at the consecutive cache `slots` `(T,)`."
     cfg = model.config
-    cache.valid.index_copy_(1, slots, slots[None, :] >= cache.start[:, None])      # left padding stays invalid
     positions = (slots[None, :] - cache.start[:, None]).clamp(min=0)              # (B, T): each row from its start
     keys = torch.arange(cache.max_len, device=idx.device)
-    mask = ((keys <= slots[:, None])[None] & cache.valid[:, None, :]) | (keys == slots[:, None])[None]   # (B, T, L)
+    real = (keys >= cache.start[:, None])[:, None]                                 # (B, 1, L): not left padding
+    mask = ((keys <= slots[:, None])[None] & real) | (keys == slots[:, None])[None]   # (B, T, L); padding sees itself
     x, rope = _embed(model, idx, positions)
     for i, block in enumerate(model.transformer.h):
         x = _static_block(block, x, rope, cache.k[i], cache.v[i], slots, mask[:, None])
@@ -100,27 +98,29 @@ def _attend_with_new(q, k_cache, v_cache, k_new, v_new, mask) -> torch.Tensor:
     y = (torch.matmul(p_cached, v_cache) + p_own * v_new) / (p_cached.sum(-1, keepdim=True) + p_own)
     return y.reshape(B, 1, H * hd)
 
-def _blocks_over_cache(model: GPT, x: torch.Tensor, rope, k, v, mask, attend):
-    """The blocks over new tokens `x` `(B, T, d)` against the read-only cache `k`, `v` (its valid slots: `mask`), with
-    `attend` joining cached and new keys; returns `x` and the new keys and values `(n_layer, B, n_kv_head, T, hd)`."""
+def _blocks_over_cache(model: GPT, x: torch.Tensor, rope, kv, start, first, attend):
+    """The blocks over new tokens `x` `(B, T, d)` going to slots `first` `(1,)` on, against the read-only cache `kv`
+    (row b's tokens: slots `start[b]` to `first - 1`), with `attend` joining cached and new keys; returns `x` and the
+    new keys and values `(2, n_layer, B, n_kv_head, T, hd)`."""
+    keys = torch.arange(kv.shape[4], device=x.device)
+    mask = ((keys >= start[:, None]) & (keys < first))[:, None, None, :]  # (B, 1, 1, L): the row's cached tokens
     new_k, new_v = [], []
     for i, block in enumerate(model.transformer.h):
         q, kn, vn = block.attn.qkv(block.ln_1(x), rope)
-        x = x + block.attn.c_proj(attend(q, k[i].to(q.dtype), v[i].to(q.dtype), kn, vn, mask))
+        x = x + block.attn.c_proj(attend(q, kv[0, i].to(q.dtype), kv[1, i].to(q.dtype), kn, vn, mask))
         x = x + block.mlp(block.ln_2(x))
         new_k.append(kn)
         new_v.append(vn)
-    return x, torch.stack(new_k), torch.stack(new_v)
+    return x, torch.stack([torch.stack(new_k), torch.stack(new_v)])
 
-def decode_step(model: GPT, ids: torch.Tensor, k: torch.Tensor, v: torch.Tensor, valid: torch.Tensor,
-                start: torch.Tensor, slot: torch.Tensor):
-    """One new id per row (`ids` `(B,)`) at cache `slot` `(1,)`, the cache (`k`, `v`, `valid`, `start`) only read: float32
-    logits `(B, V)` and the new keys and values `(n_layer, B, n_kv_head, 1, head_dim)` to write at `slot`."""
+def decode_step(model: GPT, ids: torch.Tensor, kv: torch.Tensor, start: torch.Tensor, slot: torch.Tensor):
+    """One new id per row (`ids` `(B,)`) at cache `slot` `(1,)`, the cache (`kv`, `start`) only read: float32 logits
+    `(B, V)` and the new keys and values `(2, n_layer, B, n_kv_head, 1, head_dim)` to write at `slot`."""
     pos = (slot - start).clamp(min=0)[:, None]                           # (B, 1): each row's own position
     x, rope = _embed(model, ids[:, None], pos)
-    x, new_k, new_v = _blocks_over_cache(model, x, rope, k, v, valid[:, None, None, :], _attend_with_new)
+    x, new_kv = _blocks_over_cache(model, x, rope, kv, start, slot, _attend_with_new)
     logits = softcap(model.lm_head(model.transformer.ln_f(x[:, -1])), model.config.logit_softcap).float()
-    return logits, new_k, new_v
+    return logits, new_kv
 
 # %% ../nbs/02f_static_cache.ipynb
 _layouts = weakref.WeakKeyDictionary()   # model -> (what its linear weights were, their transposed copies)
@@ -170,15 +170,14 @@ def _maybe_compiled(fn, compile: bool, device_type: str = "cpu"):
         _compiled[fn, device_type] = compile_quietly(fn, dynamic=None, fullgraph=True, options=options)
     return _compiled[fn, device_type]
 
-def _filled(cache: StaticKVCache, compiled: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Views of the cache's keys, values and `valid` up to its next slot (at least two: torch.compile treats a length
-    of one apart): a new token attends over these alone. Compiled, their length is marked dynamic, so that one
-    compilation serves every length."""
-    n = min(max(cache.pos, 2), cache.max_len)
-    k, v, valid = cache.k.narrow(3, 0, n), cache.v.narrow(3, 0, n), cache.valid.narrow(1, 0, n)
-    if compiled and n > 1:   # mark_dynamic, not maybe_: an error if the compiled code were specialised to one length
-        for t, dim in ((k, 3), (v, 3), (valid, 1)): torch._dynamo.mark_dynamic(t, dim)
-    return k, v, valid
+def _filled(cache: StaticKVCache, compiled: bool) -> torch.Tensor:
+    """A view of the cache's keys and values up to its next slot (at least two: torch.compile treats a length of one
+    apart; a slot not yet filled is masked): a new token attends over these alone. Compiled, their length is marked
+    dynamic, so that one compilation serves every length."""
+    kv = cache.kv.narrow(4, 0, min(max(cache.pos, 2), cache.max_len))
+    if compiled and kv.shape[4] > 1:   # mark_dynamic, not maybe_: an error if the compiled code were specialised to one length
+        torch._dynamo.mark_dynamic(kv, 4)
+    return kv
 
 class StaticDecoder:
     "Prefill `(B, T)` left-padded prompts, then one new id per row and call, through a `StaticKVCache` of `max_len` slots."
@@ -221,21 +220,19 @@ def step(self: StaticDecoder, ids: torch.Tensor) -> torch.Tensor:
     "Logits `(B, V)` after one more id per row (`ids` `(B,)`), whose keys and values go to the next slot."
     c = self.cache
     self.slot.fill_(c.pos)
-    args = (*self.lead, ids, *_filled(c, self.compiled and not self.checked), c.start, self.slot)
+    args = (*self.lead, ids, _filled(c, self.compiled and not self.checked), c.start, self.slot)
     if self.compiled and self.checked:                  # the first call checked the guards for this very setup
-        logits, k, v = _without_guards(self.step_fn, args)
-    else: logits, k, v = self.step_fn(*args)
+        logits, kv = _without_guards(self.step_fn, args)
+    else: logits, kv = self.step_fn(*args)
     self.checked = True
-    self._write(k, v)
+    self._write(kv)
     return logits
 
 @patch
-def _write(self: StaticDecoder, k: torch.Tensor, v: torch.Tensor) -> None:
-    "Write the new keys and values `(n_layer, B, n_kv_head, T, hd)` of a step at the cache's next `T` slots; mark them filled."
-    c, T = self.cache, k.shape[3]
-    c.k.narrow(3, c.pos, T).copy_(k)
-    c.v.narrow(3, c.pos, T).copy_(v)
-    c.valid.narrow(1, c.pos, T).fill_(True)             # a real token in every row (padding is only at the left)
+def _write(self: StaticDecoder, kv: torch.Tensor) -> None:
+    "Write the new keys and values `(2, n_layer, B, n_kv_head, T, hd)` of a step at the cache's next `T` slots."
+    c, T = self.cache, kv.shape[4]
+    c.kv.narrow(4, c.pos, T).copy_(kv)
     c.pos += T
 
 @patch
@@ -260,15 +257,14 @@ def _attend_block(q, k_cache, v_cache, k_new, v_new, mask) -> torch.Tensor:
                                                                         + p_own.sum(-1, keepdim=True))
     return y.view(B, H, T, hd).transpose(1, 2).reshape(B, T, H * hd)
 
-def decode_block(model: GPT, ids: torch.Tensor, k: torch.Tensor, v: torch.Tensor, valid: torch.Tensor,
-                 start: torch.Tensor, slots: torch.Tensor):
+def decode_block(model: GPT, ids: torch.Tensor, kv: torch.Tensor, start: torch.Tensor, slots: torch.Tensor):
     """`T` new ids per row (`ids` `(B, T)`) at cache `slots` `(T,)`, the cache only read: float32 logits `(B, T, V)` at
-    every new position and the new keys and values `(n_layer, B, n_kv_head, T, head_dim)` to write at `slots`."""
+    every new position and the new keys and values `(2, n_layer, B, n_kv_head, T, head_dim)` to write at `slots`."""
     pos = (slots[None, :] - start[:, None]).clamp(min=0)                 # (B, T): each row's own positions
     x, rope = _embed(model, ids, pos)
-    x, new_k, new_v = _blocks_over_cache(model, x, rope, k, v, valid[:, None, None, :], _attend_block)
+    x, new_kv = _blocks_over_cache(model, x, rope, kv, start, slots[:1], _attend_block)
     logits = softcap(model.lm_head(model.transformer.ln_f(x)), model.config.logit_softcap).float()
-    return logits, new_k, new_v
+    return logits, new_kv
 
 # %% ../nbs/02f_static_cache.ipynb
 @patch
@@ -276,8 +272,8 @@ def extend(self: StaticDecoder, ids: torch.Tensor) -> torch.Tensor:
     "Logits `(B, T, V)` at each of `T` more ids per row (`ids` `(B, T)`), whose keys and values go to the next `T` slots."
     c, T = self.cache, ids.shape[1]
     slots = torch.arange(c.pos, c.pos + T, device=ids.device)
-    logits, k, v = self._fn(decode_block)(*self.lead, ids, *_filled(c, self.compiled), c.start, slots)
-    self._write(k, v)
+    logits, kv = self._fn(decode_block)(*self.lead, ids, _filled(c, self.compiled), c.start, slots)
+    self._write(kv)
     return logits
 
 @patch(as_prop=True)
@@ -285,6 +281,5 @@ def pos(self: StaticDecoder) -> int: return self.cache.pos
 
 @patch
 def crop(self: StaticDecoder, n: int) -> None:
-    "Forget the slots from `n` on (rejected drafts): the next ids go to slot `n`."
-    self.cache.valid[:, n:] = False
+    "Forget the slots from `n` on (rejected drafts): the next ids go to slot `n`, and none attends beyond it."
     self.cache.pos = min(self.cache.pos, n)
