@@ -110,6 +110,19 @@ def test_the_compiled_step_decodes_the_same_ids():
     assert [r.tolist() for r in greedy(m, PROMPTS, 10, compile=True)] == [r.tolist() for r in greedy(m, PROMPTS, 10)]
 
 
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_the_compiled_step_at_batch_1_follows_the_weights_it_was_given(arch):
+    "Batch 1 on a CPU passes a flat copy of the weights: same ids as eager, and a copy made again when a weight changes."
+    m = peaked(arch)
+    prompt = torch.tensor([PROMPTS[0]])
+    before = greedy(m, prompt, 12, compile=True)
+    assert torch.equal(before, greedy(m, prompt, 12))
+    with torch.no_grad(): m.transformer.ln_f.weight.neg_()                 # changed in place, as an optimizer step does
+    after = greedy(m, prompt, 12)
+    assert not torch.equal(after, before)                                   # the change shows in eager ids
+    assert torch.equal(greedy(m, prompt, 12, compile=True), after)
+
+
 def test_bad_prompts_are_one_clear_error():
     m = peaked()
     with pytest.raises(ValueError, match="at least one token"): greedy(m, [[1, 2], []], 5)

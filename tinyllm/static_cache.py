@@ -5,6 +5,7 @@
 # %% ../nbs/02f_static_cache.ipynb 4
 from __future__ import annotations
 
+import math
 import weakref
 
 import torch
@@ -123,34 +124,55 @@ def decode_step(model: GPT, ids: torch.Tensor, kv: torch.Tensor, start: torch.Te
     return logits, new_kv
 
 # %% ../nbs/02f_static_cache.ipynb
-_layouts = weakref.WeakKeyDictionary()   # model -> (what its linear weights were, their transposed copies)
+_copies = {"transposed": weakref.WeakKeyDictionary(), "flat": weakref.WeakKeyDictionary()}   # model -> (key, copy)
+
+def _cached_copy(kind: str, model: torch.nn.Module, tensors: list, make):
+    "`make()`, kept for `model` until one of `tensors` is replaced or changed in place (which bumps its version)."
+    key, store = tuple((t.data_ptr(), t._version) for t in tensors), _copies[kind]
+    if model not in store or store[model][0] != key: store[model] = key, make()
+    return store[model][1]
 
 def _transposed_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """A copy of every `nn.Linear` weight of `model`, stored `(in, out)` and viewed `(out, in)` as `F.linear` expects,
     keyed `"model.<name>.weight"` for `_Swapped`. Cached per model until one of these weights changes."""
     linears = [(n, m.weight) for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
-    key = tuple((w.data_ptr(), w._version) for _, w in linears)
-    if model not in _layouts or _layouts[model][0] != key:
-        _layouts[model] = key, {f"model.{n}.weight": w.detach().t().contiguous().t() for n, w in linears}
-    return _layouts[model][1]
+    return _cached_copy("transposed", model, [w for _, w in linears],
+                        lambda: {f"model.{n}.weight": w.detach().t().contiguous().t() for n, w in linears})
+
+def _flat_weights(model: torch.nn.Module) -> tuple[torch.Tensor, tuple]:
+    """Every parameter of `model` copied into one flat buffer, and where each lies in it: `((name, offset, shape), ...)`
+    (a tied weight is stored once and listed under each name). Cached per model until a parameter changes."""
+    named = list(model.named_parameters(remove_duplicate=False))
+    def make():
+        at, chunks, layout, size = {}, [], [], 0            # at: parameter -> offset of its copy
+        for n, p in named:
+            if id(p) not in at:
+                at[id(p)], size = size, size + p.numel()
+                chunks.append(p.detach().reshape(-1))
+            layout.append((n, at[id(p)], tuple(p.shape)))
+        return torch.cat(chunks), tuple(layout)
+    return _cached_copy("flat", model, [p for _, p in named], make)
 
 class _Swapped(torch.nn.Module):
-    "`forward(fn, *args)` is `fn(model, *args)`: run through `functional_call`, with some of the weights swapped."
-    def __init__(self, model: GPT):
+    """`forward(fn, *args)` is `fn(model, *args)`: run through `functional_call`, with weights swapped in; `layout`: where
+    they lie when they come as one flat buffer (`_flat_weights`)."""
+    def __init__(self, model: GPT, layout: tuple = ()):
         super().__init__()
-        self.model = model
+        self.model, self.layout = model, layout
     def forward(self, fn, *args): return fn(self.model, *args)
 
-_transposed_fns = {}
+_swapped_fns = {}
 
-def _transposed(fn):
-    """`fn(model, *args)` as `run(swapped, weights, *args)`: `fn` with `weights` swapped into the model. One `run` per
-    `fn`, made once, so that torch.compile caches one compiled version of each."""
-    if fn not in _transposed_fns:
-        def run(swapped: _Swapped, weights: dict, *args):
+def _swapped(fn):
+    """`fn(model, *args)` as `run(swapped, weights, *args)`: `fn` with `weights` (a dict, or a flat buffer cut by
+    `swapped.layout`) swapped into the model. One `run` per `fn`, so that torch.compile caches one version of each."""
+    if fn not in _swapped_fns:
+        def run(swapped: _Swapped, weights, *args):
+            if isinstance(weights, torch.Tensor):
+                weights = {f"model.{n}": weights[o:o + math.prod(s)].view(s) for n, o, s in swapped.layout}
             return torch.func.functional_call(swapped, weights, (fn, *args), tie_weights=False, strict=False)
-        _transposed_fns[fn] = run
-    return _transposed_fns[fn]
+        _swapped_fns[fn] = run
+    return _swapped_fns[fn]
 
 
 # %% ../nbs/02f_static_cache.ipynb
@@ -162,13 +184,23 @@ _compiled = {}
 _CPU_OPTIONS = {"cpp_wrapper": True, "memory_planning": True, "post_grad_fusion_options": {"decompose_mm_pass": {}}}
 
 def _maybe_compiled(fn, compile: bool, device_type: str = "cpu"):
-    """`fn` (`decode_step`, `decode_block` or their `_transposed` forms), or its compiled version (made once per process, function and device type;
+    """`fn` (`decode_step`, `decode_block` or their `_swapped` forms), or its compiled version (made once per process, function and device type;
     torch.compile specialises it per model and shape, all but the cache length that `_filled` marks dynamic)."""
     if not compile: return fn
     if (fn, device_type) not in _compiled:
         options = _CPU_OPTIONS if device_type == "cpu" else {}
         _compiled[fn, device_type] = compile_quietly(fn, dynamic=None, fullgraph=True, options=options)
     return _compiled[fn, device_type]
+
+def _step_weights(model: GPT, batch_size: int, compile: bool, device: torch.device) -> tuple:
+    """What a decoder's step takes before the ids: on a CPU, at batch > 1, the model with its linear weights stored
+    `(in, out)`; at batch 1 compiled, the model with all its weights in one flat buffer; else the model alone."""
+    if device.type != "cpu": return (model,)
+    if batch_size > 1: return _Swapped(model), _transposed_weights(model)
+    if compile and len({p.dtype for p in model.parameters()}) == 1:
+        flat, layout = _flat_weights(model)
+        return _Swapped(model, layout), flat
+    return (model,)
 
 def _filled(cache: StaticKVCache, compiled: bool) -> torch.Tensor:
     """A view of the cache's keys and values up to its next slot (at least two: torch.compile treats a length of one
@@ -185,14 +217,14 @@ class StaticDecoder:
         self.model, self.cache = model, StaticKVCache(model, batch_size, max_len)
         device = self.cache.k.device
         self.slot = torch.zeros(1, dtype=torch.long, device=device)
-        self.transposed = device.type == "cpu" and batch_size > 1           # the linear weights in x @ W layout
-        self.lead = (_Swapped(model), _transposed_weights(model)) if self.transposed else (model,)
+        self.lead = _step_weights(model, batch_size, compile, device)
         self.compiled, self.checked = compile, False
         self.step_fn = self._fn(decode_step)
 
     def _fn(self, fn):
-        "`fn` as this decoder runs it: with the transposed weights or not, compiled or not."
-        return _maybe_compiled(_transposed(fn) if self.transposed else fn, self.compiled, self.cache.k.device.type)
+        "`fn` as this decoder runs it: with weights swapped in or not, compiled or not."
+        swapped = isinstance(self.lead[0], _Swapped)
+        return _maybe_compiled(_swapped(fn) if swapped else fn, self.compiled, self.cache.k.device.type)
 
     def prefill(self, ids: torch.Tensor, start: torch.Tensor | None = None) -> torch.Tensor:
         "Logits `(B, V)` after the prompts `ids` `(B, T)`; `start` `(B,)`: each row's first real slot (default 0)."
