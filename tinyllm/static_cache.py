@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import weakref
+from collections import defaultdict
 
 import torch
 import torch.nn.functional as F
@@ -124,7 +125,7 @@ def decode_step(model: GPT, ids: torch.Tensor, kv: torch.Tensor, start: torch.Te
     return logits, new_kv
 
 # %% ../nbs/02f_static_cache.ipynb
-_copies = {"transposed": weakref.WeakKeyDictionary(), "flat": weakref.WeakKeyDictionary()}   # model -> (key, copy)
+_copies = defaultdict(weakref.WeakKeyDictionary)   # kind of copy -> model -> (what its weights were, the copy)
 
 def _cached_copy(kind: str, model: torch.nn.Module, tensors: list, make):
     "`make()`, kept for `model` until one of `tensors` is replaced or changed in place (which bumps its version)."
@@ -139,10 +140,11 @@ def _transposed_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return _cached_copy("transposed", model, [w for _, w in linears],
                         lambda: {f"model.{n}.weight": w.detach().t().contiguous().t() for n, w in linears})
 
-def _flat_weights(model: torch.nn.Module) -> tuple[torch.Tensor, tuple]:
-    """Every parameter of `model` copied into one flat buffer, and where each lies in it: `((name, offset, shape), ...)`
-    (a tied weight is stored once and listed under each name). Cached per model until a parameter changes."""
-    named = list(model.named_parameters(remove_duplicate=False))
+def _flat_weights(model: torch.nn.Module, leave_out: frozenset = frozenset()) -> tuple[torch.Tensor, tuple]:
+    """The parameters of `model` not named in `leave_out` copied into one flat buffer, and where each lies in it:
+    `((name, offset, shape), ...)` (a tied weight is stored once and listed under each name). Cached per model until
+    one of them changes."""
+    named = [(n, p) for n, p in model.named_parameters(remove_duplicate=False) if n not in leave_out]
     def make():
         at, chunks, layout, size = {}, [], [], 0            # at: parameter -> offset of its copy
         for n, p in named:
@@ -151,7 +153,7 @@ def _flat_weights(model: torch.nn.Module) -> tuple[torch.Tensor, tuple]:
                 chunks.append(p.detach().reshape(-1))
             layout.append((n, at[id(p)], tuple(p.shape)))
         return torch.cat(chunks), tuple(layout)
-    return _cached_copy("flat", model, [p for _, p in named], make)
+    return _cached_copy(("flat", leave_out), model, [p for _, p in named], make)
 
 class _Swapped(torch.nn.Module):
     """`forward(fn, *args)` is `fn(model, *args)`: run through `functional_call`, with weights swapped in; `layout`: where
@@ -164,12 +166,13 @@ class _Swapped(torch.nn.Module):
 _swapped_fns = {}
 
 def _swapped(fn):
-    """`fn(model, *args)` as `run(swapped, weights, *args)`: `fn` with `weights` (a dict, or a flat buffer cut by
-    `swapped.layout`) swapped into the model. One `run` per `fn`, so that torch.compile caches one version of each."""
+    """`fn(model, *args)` as `run(swapped, flat, weights, *args)`: `fn` with parameters swapped into the model, cut out
+    of `flat` by `swapped.layout` (unless `flat` is None) and taken from the dict `weights`. One `run` per `fn`, made
+    once, so that torch.compile caches one compiled version of each."""
     if fn not in _swapped_fns:
-        def run(swapped: _Swapped, weights, *args):
-            if isinstance(weights, torch.Tensor):
-                weights = {f"model.{n}": weights[o:o + math.prod(s)].view(s) for n, o, s in swapped.layout}
+        def run(swapped: _Swapped, flat: torch.Tensor | None, weights: dict, *args):
+            if flat is not None:
+                weights = {**{f"model.{n}": flat[o:o + math.prod(s)].view(s) for n, o, s in swapped.layout}, **weights}
             return torch.func.functional_call(swapped, weights, (fn, *args), tie_weights=False, strict=False)
         _swapped_fns[fn] = run
     return _swapped_fns[fn]
@@ -193,14 +196,13 @@ def _maybe_compiled(fn, compile: bool, device_type: str = "cpu"):
     return _compiled[fn, device_type]
 
 def _step_weights(model: GPT, batch_size: int, compile: bool, device: torch.device) -> tuple:
-    """What a decoder's step takes before the ids: on a CPU, at batch > 1, the model with its linear weights stored
-    `(in, out)`; at batch 1 compiled, the model with all its weights in one flat buffer; else the model alone."""
-    if device.type != "cpu": return (model,)
-    if batch_size > 1: return _Swapped(model), _transposed_weights(model)
-    if compile and len({p.dtype for p in model.parameters()}) == 1:
-        flat, layout = _flat_weights(model)
-        return _Swapped(model, layout), flat
-    return (model,)
+    """What a decoder's step takes before the ids. On a GPU, or eager at batch 1: the model. On a CPU at batch > 1, the
+    linear weights stored `(in, out)`; compiled, the other parameters in one flat buffer (all of them at batch 1)."""
+    if device.type != "cpu" or (batch_size == 1 and not compile): return (model,)
+    linear = _transposed_weights(model) if batch_size > 1 else {}
+    if not compile or len({p.dtype for p in model.parameters()}) > 1: return _Swapped(model), None, linear
+    flat, layout = _flat_weights(model, frozenset(k.removeprefix("model.") for k in linear))
+    return _Swapped(model, layout), flat, linear
 
 def _filled(cache: StaticKVCache, compiled: bool) -> torch.Tensor:
     """A view of the cache's keys and values up to its next slot (at least two: torch.compile treats a length of one
