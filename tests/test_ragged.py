@@ -128,3 +128,13 @@ def test_bad_prompts_are_one_clear_error():
     with pytest.raises(ValueError, match="at least one token"): greedy(m, [[1, 2], []], 5)
     with pytest.raises(ValueError, match="block_size"): greedy(m, [[1] * 65, [2]], 5)
     with pytest.raises(ValueError, match="block_size"): StaticDecoder(m, 1, max_len=65)
+
+
+def test_a_process_may_decode_with_more_models_than_torch_compile_keeps_by_default():
+    "Each model is one more compiled version of the step; torch.compile stops at 8 by default (an error with fullgraph)."
+    prompt, models = torch.tensor([[1, 2, 3]]), []
+    with torch._dynamo.config.patch(recompile_limit=2):                  # the default 8, made small to test it quickly
+        for width in range(3):                                           # kept alive, each of its own shape
+            torch.manual_seed(width)
+            models.append(GPT(GPTConfig(vocab_size=64, block_size=16, n_layer=1, n_head=2, n_embd=16 + 2 * width)))
+            assert torch.equal(greedy(models[-1].eval(), prompt, 3, compile=True), greedy(models[-1], prompt, 3))

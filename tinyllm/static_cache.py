@@ -249,15 +249,26 @@ def _without_guards(fn, args: tuple):
     try: return fn(*args)
     finally: frames._set_stance(prior)
 
+_VERSIONS = 64
+
+def _with_room(fn, args: tuple):
+    """`fn(*args)`, where compiled `fn` may compile one more version of itself (one per model, batch size and block
+    length): with room for `_VERSIONS` of them, where torch.compile stops at 8 (an error under `fullgraph=True`)."""
+    config = torch._dynamo.config
+    prior = config.recompile_limit
+    config.recompile_limit = max(prior, _VERSIONS)
+    try: return fn(*args)
+    finally: config.recompile_limit = prior
+
 @patch
 def step(self: StaticDecoder, ids: torch.Tensor) -> torch.Tensor:
     "Logits `(B, V)` after one more id per row (`ids` `(B,)`), whose keys and values go to the next slot."
     c = self.cache
     self.slot.fill_(c.pos)
     args = (*self.lead, ids, _filled(c, self.compiled and not self.checked), c.start, self.slot)
-    if self.compiled and self.checked:                  # the first call checked the guards for this very setup
-        logits, kv = _without_guards(self.step_fn, args)
-    else: logits, kv = self.step_fn(*args)
+    if not self.compiled: logits, kv = self.step_fn(*args)
+    elif self.checked: logits, kv = _without_guards(self.step_fn, args)   # the first call checked this very setup
+    else: logits, kv = _with_room(self.step_fn, args)
     self.checked = True
     self._write(kv)
     return logits
@@ -306,7 +317,8 @@ def extend(self: StaticDecoder, ids: torch.Tensor) -> torch.Tensor:
     "Logits `(B, T, V)` at each of `T` more ids per row (`ids` `(B, T)`), whose keys and values go to the next `T` slots."
     c, T = self.cache, ids.shape[1]
     slots = torch.arange(c.pos, c.pos + T, device=ids.device)
-    logits, kv = self._fn(decode_block)(*self.lead, ids, _filled(c, self.compiled), c.start, slots)
+    fn, args = self._fn(decode_block), (*self.lead, ids, _filled(c, self.compiled), c.start, slots)
+    logits, kv = _with_room(fn, args) if self.compiled else fn(*args)
     self._write(kv)
     return logits
 
