@@ -196,6 +196,7 @@ def _encode_word(self: Tokenizer, word: str) -> tuple[int, ...]:
     if len(pieces) == 1: return self._cache[piece]
     return tuple(chain.from_iterable(map(self._cache.__getitem__, pieces)))
 
+# %% ../nbs/01c_tokenizer.ipynb
 @patch
 def _encode_span(self: Tokenizer, text: str, pos: int, end: int) -> list[int]:
     "Ids of `text[pos:end]` (pre-token boundaries at both ends): words from `_words`, other spans pre-tokenized."

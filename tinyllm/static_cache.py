@@ -127,8 +127,8 @@ def decode_step(model: GPT, ids: torch.Tensor, kv: torch.Tensor, start: torch.Te
 # %% ../nbs/02f_static_cache.ipynb
 _copies = defaultdict(weakref.WeakKeyDictionary)   # kind of copy -> model -> (what its weights were, the copy)
 
-def _cached_copy(kind: str, model: torch.nn.Module, tensors: list, make):
-    "`make()`, kept for `model` until one of `tensors` is replaced or changed in place (which bumps its version)."
+def _cached_copy(kind, model: torch.nn.Module, tensors: list, make):
+    "`make()`, kept for `model` and `kind` until one of `tensors` is replaced or changed in place (bumping its version)."
     key, store = tuple((t.data_ptr(), t._version) for t in tensors), _copies[kind]
     if model not in store or store[model][0] != key: store[model] = key, make()
     return store[model][1]
